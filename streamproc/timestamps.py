@@ -1,0 +1,26 @@
+"""Event time on the wire and inside the core.
+
+Inside streamproc every time is a float of seconds since the Unix epoch (UTC). On the wire
+a time is ISO 8601 with an explicit offset or a number of epoch seconds (design §3);
+streamproc always writes ISO 8601 in UTC with millisecond precision and a ``Z``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+__all__ = ["format_ts", "to_epoch"]
+
+
+def to_epoch(value: float | datetime) -> float:
+    """Epoch seconds from a wire timestamp that pydantic already parsed (aware datetimes only)."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value)
+
+
+def format_ts(epoch: float) -> str:
+    """``2026-11-25T12:00:00.250Z`` for an epoch time: UTC, milliseconds, ``Z``."""
+    millis = round(epoch * 1000)
+    whole = datetime.fromtimestamp(millis // 1000, tz=UTC)
+    return f"{whole:%Y-%m-%dT%H:%M:%S}.{millis % 1000:03d}Z"
