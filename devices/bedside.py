@@ -38,7 +38,11 @@ class BedPlan:
     start_ts: float  # epoch seconds of event offset 0
     duration_s: float
     waveform: bool = False
-    faults: Sequence[FaultSpec] = ()
+    extra_faults: Sequence[FaultSpec] = ()  # from --fault, on top of the scenario's own
+
+    @property
+    def faults(self) -> list[FaultSpec]:
+        return [*self.scenario.faults, *self.extra_faults]
 
     @property
     def topic(self) -> str:
@@ -129,10 +133,11 @@ class _Device:
 def bed_messages(plan: BedPlan) -> Iterator[Message]:
     """Every message of one bed, in event-time order (faults applied)."""
     rng_patient, rng_wave, rng_chart, rng_faults = _generators(plan)
-    artefacts = Artefacts(plan.faults, physiology().artefacts)
+    faults = plan.faults
+    artefacts = Artefacts(faults, physiology().artefacts)
     raw = _Run(plan, rng_patient, rng_wave, rng_chart, artefacts).messages()
     yield Message(0.0, f"{plan.topic}/context", context_payload(plan), retain=True, monitor=False)
-    yield from apply_message_faults(raw, plan.faults, artefacts, rng_faults)
+    yield from apply_message_faults(raw, faults, artefacts, rng_faults)
 
 
 class _Run:
@@ -154,7 +159,8 @@ class _Run:
         self.chart_rng = rng_chart
         skew = sum(f.seconds for f in plan.faults if f.kind == "skew")
         self.monitor = _Device(f"mon-{plan.bed}", plan, skew)
-        self.chart = _Device(f"chart-{plan.bed}", plan, 0.0)
+        # charted values (CRT, lactate, urine) reach the bus through the monitor's gateway
+        self.chart = self.monitor
         self.events = sorted(plan.scenario.events, key=lambda e: e.at_min)
         t = self.timing
         end = plan.duration_s
@@ -164,7 +170,9 @@ class _Run:
         self.lactate_at = set(
             _chart_times(t.lactate_first_s, t.lactate_period_s, t.lactate_jitter_s, end, rng_chart)
         )
-        self.urine_at = set(_chart_times(t.urine_first_s, t.urine_period_s, 0.0, end, rng_chart))
+        self.urine_at = set(
+            _chart_times(t.urine_first_s, t.urine_period_s, t.urine_jitter_s, end, rng_chart)
+        )
 
     def messages(self) -> Iterator[Message]:
         step = self.timing.map_period_s

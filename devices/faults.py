@@ -183,12 +183,12 @@ def parse_fault(text: str) -> tuple[FaultSpec, frozenset[str] | None]:
     spec, _, beds = text.partition("@")
     kind, _, options = spec.partition(":")
     fields: dict[str, object] = {"kind": kind}
-    for item in filter(None, options.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--fault {text!r}: expected {_FAULT_SYNTAX}")
-        fields[key.strip()] = float(value)
     try:
+        for item in filter(None, options.split(",")):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError("expected key=value")
+            fields[key.strip()] = float(value)
         fault = FaultSpec.model_validate(fields)
     except ValueError as exc:
         raise ConfigError(f"--fault {text!r}: {exc}; syntax {_FAULT_SYNTAX}") from exc
@@ -196,9 +196,7 @@ def parse_fault(text: str) -> tuple[FaultSpec, frozenset[str] | None]:
 
 
 def faults_for_bed(
-    scenario_faults: Sequence[FaultSpec],
-    extra: Sequence[tuple[FaultSpec, frozenset[str] | None]],
-    bed: str,
+    extra: Sequence[tuple[FaultSpec, frozenset[str] | None]], bed: str
 ) -> list[FaultSpec]:
-    """The scenario's faults plus the ``--fault`` options that apply to ``bed``."""
-    return [*scenario_faults, *(f for f, beds in extra if beds is None or bed in beds)]
+    """The ``--fault`` options that apply to ``bed``."""
+    return [f for f, beds in extra if beds is None or bed in beds]

@@ -99,6 +99,7 @@ class TimingParams(BaseModel):
     lactate_jitter_s: float
     urine_first_s: float
     urine_period_s: float
+    urine_jitter_s: float
 
 
 class ArtefactParams(BaseModel):

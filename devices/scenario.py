@@ -60,7 +60,9 @@ class ContextSpec(BaseModel):
     protocol: str = "tartare2s-ttp"
     chronic_hypertension: bool = False
     weight_kg: float = 70.0
-    protocol_started_min: float = -60.0
+    # The TTP protocol starts with the scenario: streamproc schedules the hourly assessments
+    # from then, and the simulated chart has no values from before the start.
+    protocol_started_min: float = 0.0
     map_trial_until_min: float | None = None
 
 
@@ -109,6 +111,8 @@ class Expectation(BaseModel):
     tolerance_min: float = 2.0
     kind: Literal["physiological", "technical", "advisory"] = "physiological"
     clock: Literal["event", "arrival"] = "event"
+    #: may fire, need not (a borderline value): matched if present, never missing
+    optional: bool = False
     why: str = ""
 
 

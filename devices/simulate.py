@@ -96,7 +96,7 @@ def ward_plans(
             start_ts=start_ts,
             duration_s=sc.duration_s if duration is None else duration,
             waveform=waveform,
-            faults=faults_for_bed(sc.faults, faults, bed),
+            extra_faults=faults_for_bed(faults, bed),
         )
         for sc, bed in zip(scenarios, bed_names(beds), strict=True)
     ]
