@@ -4,6 +4,9 @@ It runs in its own process (its own interpreter and event loop), so the time it 
 an arriving alert is not delayed by the load generator's publishing work. It talks to the
 parent over a pipe:
 
+It also receives the generator's echo probes (``echo_topic``): the same broker round trip
+without streamproc, a same-run baseline for the alert latency.
+
     child → parent   ("ready",)                          once subscribed
                      ("progress", alerts, rejections)     about once a second
                      ("done", records, cpu_seconds)       after ("stop",)
@@ -23,7 +26,7 @@ import aiomqtt
 
 from devices.publisher import connect
 
-__all__ = ["AlertRecord", "listen"]
+__all__ = ["AlertRecord", "echo_topic", "listen"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +50,16 @@ class AlertRecord:
     rejected_topic: str | None = None
 
 
+def echo_topic(ward: str) -> str:
+    """Where the generator publishes its baseline probes (a broker round trip, no streamproc)."""
+    return f"devices/loadtest/{ward}/echo"
+
+
 def _record(message: aiomqtt.Message, received: float) -> AlertRecord:
     topic = str(message.topic)
     payload = message.payload if isinstance(message.payload, bytes) else b""
+    if topic.endswith("/echo"):
+        return AlertRecord(received, topic, rule="echo", at=payload.decode("ascii", "replace"))
     try:
         body = json.loads(payload)
     except ValueError:
@@ -83,6 +93,7 @@ async def _listen(conn: Connection, broker: str, ward: str) -> list[AlertRecord]
     async with connect(broker, identifier=f"devices-loadtest-listener-{ward}") as client:
         await client.subscribe(f"icu/{ward}/+/alerts", qos=1)
         await client.subscribe("streamproc/+/rejected", qos=1)
+        await client.subscribe(echo_topic(ward), qos=1)
         conn.send(("ready",))
         counts = {"alerts": 0, "rejections": 0}
         async with asyncio.TaskGroup() as group:
@@ -98,7 +109,8 @@ async def _collect(
     async for message in client.messages:
         record = _record(message, time.time())
         records.append(record)
-        counts["alerts" if record.reason is None else "rejections"] += 1
+        if record.rule != "echo":
+            counts["alerts" if record.reason is None else "rejections"] += 1
 
 
 async def _until_stopped(conn: Connection, counts: dict[str, int]) -> None:

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from devices.bedside import encode_json
-from devices.listener import AlertRecord, listen
+from devices.listener import AlertRecord, echo_topic, listen
 from devices.physiology import LoadParams, physiology
 from devices.publisher import Pipeline, connect
 from devices.simulate import Timeline, bed_names
@@ -49,9 +49,13 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a MAP below the floor must last before ``map.below_floor`` (design §4).
 MAP_FLOOR_SUSTAIN_S = 60
-#: Rules raised by the reading that completes each kind of breach (design §4).
-CRT_PROBE_RULES: tuple[str, ...] = ("crt.abnormal",)
+#: Rules raised by the reading that completes each kind of breach (design §4): an abnormal
+#: CRT misses a TTP perfusion target, so ``perfusion.inadequate`` comes with ``crt.abnormal``.
+CRT_PROBE_RULES: tuple[str, ...] = ("crt.abnormal", "perfusion.inadequate")
 MAP_PROBE_RULES: tuple[str, ...] = ("map.below_floor",)
+#: One echo probe (generator → broker → listener, without streamproc: the latency baseline)
+#: per this many readings.
+ECHO_EVERY = 50
 #: How long the listener may take to subscribe (s).
 LISTENER_READY_TIMEOUT_S = 15.0
 
@@ -122,7 +126,7 @@ class LoadPlan:
         return f'{head}"values":{{{values}}}}}'.encode()
 
     def contexts(self) -> Iterator[tuple[str, bytes]]:
-        started = format_ts(self.start_ts - 3600.0)
+        started = format_ts(self.start_ts)
         for bed in self.beds:
             body = {
                 "patient": f"load-{bed}",
@@ -179,7 +183,7 @@ class LoadPlan:
         if i in self.crt_probes and count % 2 == 1:
             crt = p.crt_breach
             self.expected.extend(Expected(bed, rule, ts) for rule in CRT_PROBE_RULES)
-        values = f'"crt":{crt}'
+        values = f'"crt":{crt},"mottling":0'
         if count % 3 == 0:
             values += f',"lactate":{p.lactate},"urine_output":{p.urine_output}'
         return values
@@ -268,7 +272,9 @@ async def _drive(
         cpu0, wall0 = time.process_time(), time.monotonic()
         timeline = Timeline(timeline.start_ts, timeline.speed, wall0)
         async with Pipeline(client) as pipeline:
-            lag = await _publish(pipeline, plan.messages(), timeline=timeline, link=link, cfg=cfg)
+            lag, echoes = await _publish(
+                pipeline, plan.messages(), timeline=timeline, link=link, cfg=cfg
+            )
         wall1, cpu1 = time.monotonic(), time.process_time()
         watched_cpu = {
             pid: (
@@ -279,7 +285,7 @@ async def _drive(
         await asyncio.sleep(cfg.drain)
         link.poll()
     return {
-        "published": pipeline.acked,
+        "published": pipeline.acked - echoes,
         "stamps": pipeline.stamps,
         "wall_s": wall1 - wall0,
         "generator_cpu_s": cpu1 - cpu0,
@@ -295,11 +301,14 @@ async def _publish(
     timeline: Timeline,
     link: _ListenerLink,
     cfg: LoadConfig,
-) -> float:
-    """Publish on schedule; returns the largest lag behind the schedule (s)."""
+) -> tuple[float, int]:
+    """Publish on schedule; returns the largest lag behind the schedule (s) and the number
+    of echo probes sent."""
     max_lag = 0.0
     next_report = time.monotonic() + 1.0
-    for message in messages:
+    echo = echo_topic(cfg.ward)
+    echoes = 0
+    for count, message in enumerate(messages):
         now = time.monotonic()
         delay = timeline.due(message.offset) - now
         if delay > 0.002:
@@ -307,6 +316,9 @@ async def _publish(
         else:
             max_lag = max(max_lag, -delay)
         await pipeline.publish(message.topic, message.payload, stamp=message.stamp)
+        if count % ECHO_EVERY == 0:
+            await pipeline.publish(echo, str(count).encode(), stamp=("echo", str(count)))
+            echoes += 1
         if now >= next_report:
             next_report += 1.0
             link.poll()
@@ -320,17 +332,27 @@ async def _publish(
                     link.alerts,
                     link.rejections,
                 )
-    return max_lag
+    return max_lag, echoes
 
 
 # --- the report -------------------------------------------------------------------------------
 
 
 def _latencies(records: Sequence[AlertRecord], stamps: dict[Any, float]) -> list[float]:
+    """Milliseconds from the publish of the reading at ``(bed, at)`` to the alert's arrival."""
     out = []
     for record in records:
         published = stamps.get((record.bed, record.at))
         if published is not None and record.event in {"raised", "cleared"}:
+            out.append((record.received - published) * 1000.0)
+    return out
+
+
+def _echo_latencies(records: Sequence[AlertRecord], stamps: dict[Any, float]) -> list[float]:
+    out = []
+    for record in records:
+        published = stamps.get(("echo", record.at)) if record.rule == "echo" else None
+        if published is not None:
             out.append((record.received - published) * 1000.0)
     return out
 
@@ -349,6 +371,7 @@ def _report(
     records = link.records
     prefix = f"icu/{cfg.ward}/"
     alerts = [r for r in records if r.reason is None and r.topic.startswith(prefix)]
+    baseline = _percentiles(_echo_latencies(records, figures["stamps"]))
     rejections = [
         r for r in records if r.reason is not None and (r.rejected_topic or "").startswith(prefix)
     ]
@@ -379,6 +402,7 @@ def _report(
             "unexpected": sorted(f"{b} {rule} {at}" for b, rule, at in raised - expected),
         },
         "latency_ms": {"samples": len(latencies), **_percentiles(latencies)},
+        "baseline_via_broker_ms": baseline,
         "rejections": dict(Counter(r.reason or "?" for r in rejections)),
         "cpu": {
             "generator_s": figures["generator_cpu_s"],
@@ -393,8 +417,13 @@ def _fmt(value: float | None, unit: str = "") -> str:
     return "n/a" if value is None else f"{value:,.1f}{unit}"
 
 
+def _ratio(value: float | None, baseline: float | None) -> str:
+    return "n/a" if value is None or not baseline else f"{value / baseline:.1f}x"
+
+
 def format_table(report: dict[str, Any]) -> str:
     r, a, lat, cpu = report["readings"], report["alerts"], report["latency_ms"], report["cpu"]
+    base = report["baseline_via_broker_ms"]
     rows = [
         ("beds (breaching)", f"{report['beds']} ({report['breaching_beds']})"),
         ("duration / speed", f"{report['duration_s']:g} s wall, {report['speed']:.2f}x"),
@@ -410,6 +439,8 @@ def format_table(report: dict[str, Any]) -> str:
         ("latency samples", str(lat["samples"])),
         ("latency p50 / p99", f"{_fmt(lat['p50'], ' ms')} / {_fmt(lat['p99'], ' ms')}"),
         ("latency p99.9 / max", f"{_fmt(lat['p99_9'], ' ms')} / {_fmt(lat['max'], ' ms')}"),
+        ("baseline p50 / p99", f"{_fmt(base['p50'], ' ms')} / {_fmt(base['p99'], ' ms')}"),
+        ("alert / baseline p50", _ratio(lat["p50"], base["p50"])),
         ("rejections by reason", str(report["rejections"] or "none")),
         (
             "generator CPU",

@@ -29,6 +29,8 @@ from streamproc.errors import ConfigError
 __all__ = [
     "Timeline",
     "bed_names",
+    "publish_ward",
+    "run_length",
     "simulate",
     "ward_messages",
     "ward_plans",
@@ -158,12 +160,16 @@ async def simulate(
         run_length(plans),
         speed,
     )
-    async with (
-        connect(broker, identifier=f"devices-sim-{ward}-{seed}") as client,
-        Pipeline(client) as pipeline,
-    ):
+    await publish_ward(broker=broker, plans=plans, timeline=timeline)
+
+
+async def publish_ward(*, broker: str, plans: Sequence[BedPlan], timeline: Timeline) -> int:
+    """Publish the beds' messages on ``timeline``; returns how many were acknowledged."""
+    identifier = f"devices-sim-{plans[0].ward}-{plans[0].seed}-{len(plans)}"
+    async with connect(broker, identifier=identifier) as client, Pipeline(client) as pipeline:
         await _publish(pipeline, ward_messages(plans), timeline)
     logger.info("simulation done: %d messages published and acknowledged", pipeline.acked)
+    return pipeline.acked
 
 
 async def _publish(pipeline: Pipeline, messages: Iterator[Message], timeline: Timeline) -> None:
