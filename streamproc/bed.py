@@ -32,6 +32,7 @@ class BedState:
         "map_arrival",
         "map_window",
         "newest_ts",
+        "overdue_next",
         "protocol",
         "seen",
         "trackers",
@@ -55,6 +56,9 @@ class BedState:
         self.artefacts = ArtefactWindow(protocol.rules.signal_artefact.window_s)
         self.trackers: dict[str, SustainedCondition] = {}
         self.alerts = AlertBook()
+        #: cache of the earliest time an assessment can fall due (None: work it out); not
+        #: state, so not in snapshots
+        self.overdue_next: float | None = None
 
     def header(self) -> Header:
         patient = None if self.context is None else self.context.patient

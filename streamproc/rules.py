@@ -68,11 +68,11 @@ class ReadingRule:
 
     def check(self, bed: BedState, ts: float, out: Out) -> None:
         bad, good = self.condition(bed, ts)
-        tracker = bed.tracker(self.name)
-        if not bad and tracker.phase == "idle":  # the common case, kept cheap
-            if tracker.last is None or ts > tracker.last:
-                tracker.last = ts
-            return
+        tracker = bed.trackers.get(self.name)
+        if not bad and (tracker is None or tracker.phase == "idle"):
+            return  # the common case; an idle tracker needs no bookkeeping
+        if tracker is None:
+            tracker = bed.tracker(self.name)
         move = tracker.update(
             ts, bad, good, onset_s=self.onset_s, clear_s=self.clear_s, max_gap_s=self.max_gap_s
         )
@@ -155,6 +155,13 @@ class SustainedRule(ReadingRule):
         self.clear_high = self.high - spec.clear_margin
         self.onset_s, self.clear_s, self.max_gap_s = spec.onset_s, spec.clear_s, spec.max_gap_s
 
+    def check(self, bed: BedState, ts: float, out: Out) -> None:
+        if self.low <= bed.latest[self.signal][0] <= self.high:  # fast path: not bad …
+            tracker = bed.trackers.get(self.name)
+            if tracker is None or tracker.phase == "idle":  # … and nothing to clear
+                return
+        super().check(bed, ts, out)
+
     def condition(self, bed: BedState, ts: float) -> tuple[bool, bool]:
         value = bed.latest[self.signal][0]
         bad = value < self.low or value > self.high
@@ -183,19 +190,42 @@ class BandRule(ReadingRule):
     def __init__(self, name: str, spec: BandSpec, protocol: Protocol) -> None:
         super().__init__(name, spec, protocol)
         self.below = spec.side == "below"
+        self.only_when_perfused = spec.only_when_perfused
         self.floor = protocol.floor
         self.onset_s, self.clear_s, self.max_gap_s = spec.onset_s, spec.clear_s, spec.max_gap_s
+        standard = protocol.bands.standard
+        # without a context the standard band is in force: the range of MAP that is fine
+        self.standard_fine = (
+            (standard.low if standard.low > self.floor else -_INF, _INF)
+            if self.below
+            else (-_INF, standard.high)
+        )
+
+    def check(self, bed: BedState, ts: float, out: Out) -> None:
+        if bed.context is None:  # fast path for beds on the default protocol
+            low, high = self.standard_fine
+            if low <= bed.latest["map"][0] <= high:
+                tracker = bed.trackers.get(self.name)
+                if tracker is None or tracker.phase == "idle":
+                    return
+        super().check(bed, ts, out)
 
     def condition(self, bed: BedState, ts: float) -> tuple[bool, bool]:
         value = bed.latest["map"][0]
-        band = self.protocol.band_at(bed.context, ts, bed.trial_start)
+        context = bed.context
+        if context is None:
+            band = self.protocol.bands.standard
+        else:
+            band = self.protocol.band_at(context, ts, bed.trial_start)
         margin = self.spec.clear_margin
         if self.below:
             if band.low <= self.floor:  # design §4: map.below_floor covers this band
                 return False, True
             return value < band.low, value >= band.low + margin
-        unperfused = self.spec.only_when_perfused and bed.failing(_PERFUSION)
-        return value > band.high and not unperfused, value <= band.high - margin or unperfused
+        if value <= band.high:
+            return False, value <= band.high - margin
+        unperfused = self.only_when_perfused and bed.failing(_PERFUSION)
+        return not unperfused, unperfused
 
     def observe(self, bed: BedState, ts: float) -> dict[str, Any]:
         return _map_observed(bed)
@@ -326,7 +356,7 @@ class PerfusionRule(ReadingRule):
         return [c for c in self.spec.components if bed.failing(c)]
 
     def condition(self, bed: BedState, ts: float) -> tuple[bool, bool]:
-        bad = bool(self._failing(bed))
+        bad = any(bed.failing(c) for c in self.spec.components)
         return bad, not bad
 
     def observe(self, bed: BedState, ts: float) -> dict[str, Any]:
@@ -413,7 +443,7 @@ class DeviceOfflineRule(TickRule):
         return sorted(d for d, t in bed.arrivals.items() if now - t >= self.spec.after_s)
 
     def tick(self, bed: BedState, now: float, out: Out) -> None:
-        if not bed.arrivals:
+        if not bed.arrivals or now - min(bed.arrivals.values()) < self.spec.after_s:
             return
         silent = self._silent(bed, now)
         if not silent:
@@ -452,22 +482,37 @@ class AssessmentRule(TickRule):
         last = start if found is None else found[1]
         return last, last + self.spec.interval(signal, last - start)
 
+    def __init__(self, spec: AssessmentSpec, protocol: Protocol) -> None:
+        super().__init__(spec, protocol)
+        self.rule_names = {signal: f"{_OVERDUE}.{signal}" for signal in spec.signals}
+
     def tick(self, bed: BedState, now: float, out: Out) -> None:
-        for signal in self.spec.signals:
-            rule = f"{_OVERDUE}.{signal}"
+        if bed.overdue_next is not None and now < bed.overdue_next:
+            return  # a cache of the earliest due time: nothing can be due before it
+        upcoming = math.inf
+        for signal, rule in self.rule_names.items():
             schedule = self.schedule(bed, signal)
-            if schedule is None or now < schedule[1] or bed.alerts.is_open(rule):
+            if schedule is None or bed.alerts.is_open(rule):
                 continue
             last, due = schedule
+            if now < due:
+                upcoming = min(upcoming, due)
+                continue
             found = Finding(
                 due, {"signal": signal, "since": format_ts(last)}, {"interval_s": due - last}
             )
             self.raise_silent(bed, rule, found, now, out)
+        bed.overdue_next = upcoming if bed.first_ts is not None else None
 
-    def seen(self, bed: BedState, signal: str, ts: float, out: Out) -> None:
-        rule = f"{_OVERDUE}.{signal}"
-        if bed.alerts.is_open(rule):
-            _append(out, bed.alerts.close(bed.header(), rule, ts))
+    def seen(self, bed: BedState, values: Iterable[str], ts: float, out: Out) -> None:
+        """A reading at ``ts`` with these signals: clear what it makes no longer overdue."""
+        for signal in values:
+            rule = self.rule_names.get(signal)
+            if rule is None:
+                continue
+            bed.overdue_next = None  # the schedule moved
+            if bed.alerts.is_open(rule):
+                _append(out, bed.alerts.close(bed.header(), rule, ts))
 
 
 @dataclass(slots=True)

@@ -190,12 +190,23 @@ class ArtefactWindow:
         return index
 
     def add(self, ts: float, *, artefact: bool) -> None:
+        if not artefact:
+            self.add_clean(ts)
+            return
         index = self._bucket(ts)
-        if artefact:
-            self.artefacts[index] += 1
-            self.last_artefact = ts
-        else:
+        self.artefacts[index] += 1
+        self.last_artefact = ts
+
+    def add_clean(self, ts: float) -> None:
+        """A clean reading at ``ts`` (the hot path: one bucket increment)."""
+        second = int(ts // 1)
+        seconds = self.seconds
+        index = second % len(seconds)
+        if seconds[index] == second:
             self.clean[index] += 1
+        else:
+            seconds[index] = second
+            self.clean[index], self.artefacts[index] = 1, 0
 
     def recently_seen(self, ts: float) -> bool:
         """Whether any artefact lies within ``span`` before ``ts`` (cheap pre-check)."""
@@ -237,10 +248,11 @@ class DedupWindow:
     old redelivered message is still caught by the evaluator's ``late`` check on its time.
     """
 
-    __slots__ = ("mask", "newest", "width")
+    __slots__ = ("full", "mask", "newest", "width")
 
     def __init__(self, width: int) -> None:
         self.width = width
+        self.full = (1 << width) - 1
         self.newest = -1
         self.mask = 0  # bit i set ⇔ newest − i was seen
 
@@ -252,7 +264,7 @@ class DedupWindow:
     def record(self, seq: int) -> None:
         behind = self.newest - seq
         if behind < 0:
-            self.mask = ((self.mask << -behind) | 1) & ((1 << self.width) - 1)
+            self.mask = ((self.mask << -behind) | 1) & self.full
             self.newest = seq
         elif behind < self.width:
             self.mask |= 1 << behind
