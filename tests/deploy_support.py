@@ -1,0 +1,193 @@
+"""Run the shipped ``deploy/`` broker configuration in tests.
+
+The files in ``deploy/mosquitto/`` name production paths (``/etc/mosquitto/...``,
+``/var/lib/mosquitto/``) and port 8883. :func:`render` swaps exactly those for a temporary
+directory and a free loopback port, and fails when an expected line is missing, so a test
+always runs the configuration a hospital installs, not a copy of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomqtt
+
+from streamproc.broker import LocalBroker
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+MOSQUITTO = DEPLOY / "mosquitto"
+WAIT = 5.0  # seconds: every wait for a message or a connection has this bound
+
+
+def render(text: str, replacements: Mapping[str, str]) -> str:
+    """Replace each key of ``replacements``; every key must occur in ``text``."""
+    for old, new in replacements.items():
+        if old not in text:
+            raise AssertionError(f"the shipped configuration no longer contains {old!r}")
+        text = text.replace(old, new)
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Pki:
+    """Certificates made by ``deploy/mosquitto/make-certs.sh`` at test time."""
+
+    directory: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / "ca.crt"
+
+    def cert(self, name: str) -> Path:
+        return self.directory / f"{name}.crt"
+
+    def key(self, name: str) -> Path:
+        return self.directory / f"{name}.key"
+
+    def tls(self, *, client: str | None = None) -> ssl.SSLContext:
+        """A client context that verifies the broker; TLS 1.2, so that a broker refusing
+        the client's certificate fails the handshake itself (TLS 1.3 reports it later)."""
+        context = ssl.create_default_context(cafile=self.ca)
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        if client is not None:
+            context.load_cert_chain(self.cert(client), self.key(client))
+        return context
+
+
+def make_pki(directory: Path) -> Pki:
+    script = str(MOSQUITTO / "make-certs.sh")
+    steps = (["ca"], ["server", "broker", "ward-gw.test"], ["server", "central", "central.test"])
+    for args in (*steps, ["client", "streamproc"]):
+        subprocess.run([script, str(directory), *args], check=True, capture_output=True)
+    return Pki(directory)
+
+
+def password(name: str) -> str:
+    return f"pw-{name.replace('/', '-')}"
+
+
+def add_account(etc: Path, role: str, name: str, ward: str = "") -> None:
+    """``add-account.sh`` with the password fed on standard input, as documented."""
+    command = [str(MOSQUITTO / "add-account.sh"), "--passwd", str(etc / "passwd")]
+    command += ["--acl", str(etc / "acl"), role, name] + ([ward] if ward else [])
+    subprocess.run(command, input=password(name) + "\n", text=True, check=True, capture_output=True)
+
+
+#: the accounts of the ward broker in the tests: (role, name, ward)
+WARD_ACCOUNTS = (
+    ("device", "icu1/b07", ""),
+    ("device", "icu1/b08", ""),
+    ("gateway", "gw-icu1", "icu1"),
+    ("streamproc", "streamproc", ""),
+    ("consumer", "nurse-icu1", ""),
+)
+#: a test-only account that reads everything, to show that a denied message went nowhere
+OBSERVER_BLOCK = "\n# test observer\nuser observer\ntopic read #\n"
+
+
+class DeployBroker(LocalBroker):
+    """A Mosquitto running ``deploy/mosquitto/mosquitto.conf`` and an ACL from ``deploy/``."""
+
+    def __init__(
+        self,
+        *,
+        workdir: Path,
+        pki: Pki,
+        acl: str = "ward.acl",
+        accounts: tuple[tuple[str, str, str], ...] = WARD_ACCOUNTS,
+        server: str = "broker",
+        conf_d: Mapping[str, str] | None = None,
+        require_certificate: bool = False,
+    ) -> None:
+        super().__init__(workdir=workdir)
+        self.pki = pki
+        self.etc = workdir / "etc"
+        self.server = server
+        self.conf_d = dict(conf_d or {})
+        self.require_certificate = require_certificate
+        self.etc.mkdir(parents=True, exist_ok=True)
+        acl_text = (MOSQUITTO / acl).read_text(encoding="utf-8")
+        (self.etc / "acl").write_text(acl_text + OBSERVER_BLOCK, encoding="utf-8")
+        for role, name, ward in (*accounts, ("consumer", "observer", "")):
+            add_account(self.etc, role, name, ward)
+
+    @property
+    def url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.port}"
+
+    def write_config(self) -> Path:
+        conf_d = self.etc / "conf.d"
+        conf_d.mkdir(exist_ok=True)
+        for name, text in self.conf_d.items():
+            (conf_d / name).write_text(text, encoding="utf-8")
+        (self.workdir / "data").mkdir(exist_ok=True)
+        text = render(
+            (MOSQUITTO / "mosquitto.conf").read_text(encoding="utf-8"),
+            {
+                "listener 8883\n": f"listener {self.port} 127.0.0.1\n",
+                "/etc/mosquitto/certs/ca.crt": str(self.pki.ca),
+                "/etc/mosquitto/certs/broker.crt": str(self.pki.cert(self.server)),
+                "/etc/mosquitto/certs/broker.key": str(self.pki.key(self.server)),
+                "require_certificate false": (
+                    f"require_certificate {str(self.require_certificate).lower()}"
+                ),
+                "/etc/mosquitto/passwd": str(self.etc / "passwd"),
+                "/etc/mosquitto/acl": str(self.etc / "acl"),
+                "/var/lib/mosquitto/": f"{self.workdir / 'data'}/",
+                "/etc/mosquitto/conf.d": str(conf_d),
+            },
+        )
+        # Started as root, Mosquitto drops to the "mosquitto" user before it reads the
+        # password file; the test's files belong to whoever runs the tests.
+        text += f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
+        self.config_path.write_text(text, encoding="utf-8")
+        return self.config_path
+
+
+@asynccontextmanager
+async def client(
+    broker: DeployBroker,
+    username: str | None,
+    *,
+    secret: str | None = None,
+    tls: ssl.SSLContext | None = None,
+    identifier: str | None = None,
+) -> AsyncIterator[aiomqtt.Client]:
+    """A connected MQTT client on the deploy broker, over TLS verified against the CA."""
+    if secret is None and username is not None:
+        secret = password(username)
+    mqtt = aiomqtt.Client(
+        "127.0.0.1",
+        broker.port,
+        username=username,
+        password=secret,
+        tls_context=tls or broker.pki.tls(),
+        identifier=identifier,
+        timeout=WAIT,
+    )
+    async with mqtt:  # aiomqtt bounds the connection attempt by ``timeout``
+        yield mqtt
+
+
+async def received_until(subscriber: aiomqtt.Client, marker_topic: str) -> list[aiomqtt.Message]:
+    """Every message the subscriber gets up to and including one on ``marker_topic``.
+
+    A broker forwards one publisher's messages in order, so when the marker that was
+    published last has arrived, anything published before it would have arrived too.
+    """
+    seen: list[aiomqtt.Message] = []
+    async with asyncio.timeout(WAIT):
+        async for message in subscriber.messages:
+            seen.append(message)
+            if message.topic.matches(marker_topic):
+                return seen
+    raise AssertionError("the subscription ended before the marker arrived")
