@@ -90,8 +90,10 @@ WARD_ACCOUNTS = (
     ("streamproc", "streamproc", ""),
     ("consumer", "nurse-icu1", ""),
 )
+#: the accounts of the central broker: a ward gateway's bridge and a hospital dashboard
+CENTRAL_ACCOUNTS = (("bridge", "bridge-icu1", "icu1"), ("consumer", "central-desk", ""))
 #: a test-only account that reads everything, to show that a denied message went nowhere
-OBSERVER_BLOCK = "\n# test observer\nuser observer\ntopic read #\n"
+OBSERVER_BLOCK = "\n# test observer\nuser observer\ntopic read #\ntopic read $SYS/#\n"
 
 
 class DeployBroker(LocalBroker):
