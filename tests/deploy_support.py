@@ -163,6 +163,7 @@ async def client(
     secret: str | None = None,
     tls: ssl.SSLContext | None = None,
     identifier: str | None = None,
+    clean_session: bool = True,
 ) -> AsyncIterator[aiomqtt.Client]:
     """A connected MQTT client on the deploy broker, over TLS verified against the CA."""
     if secret is None and username is not None:
@@ -174,6 +175,7 @@ async def client(
         password=secret,
         tls_context=tls or broker.pki.tls(),
         identifier=identifier,
+        clean_session=clean_session,
         timeout=WAIT,
     )
     async with mqtt:  # aiomqtt bounds the connection attempt by ``timeout``

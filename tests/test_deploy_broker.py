@@ -9,6 +9,7 @@ message from the same publisher, and not the denied one.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 from collections.abc import Iterator
@@ -176,3 +177,28 @@ async def test_mutual_tls_admits_a_client_certificate_and_refuses_none(
             pass
         with pytest.raises(ssl.SSLError):
             handshake(broker.port, deploy_pki.tls())
+
+
+@pytest.mark.asyncio
+async def test_readings_wait_in_a_persistent_session_across_a_broker_restart(
+    ward: DeployBroker,
+) -> None:
+    async with client(ward, "streamproc", identifier="sp-icu1", clean_session=False) as processor:
+        await processor.subscribe("icu/+/+/vitals", qos=1)
+    async with client(ward, "icu1/b07") as device:
+        for seq in range(3):
+            await device.publish("icu/icu1/b07/vitals", b'{"seq": %d}' % seq, qos=1)
+    ward.restart()  # SIGTERM: Mosquitto writes its persistence file, then starts from it
+    async with client(ward, "streamproc", identifier="sp-icu1", clean_session=False) as processor:
+        seen = await first(processor, 3)
+    assert [message.payload for message in seen] == [b'{"seq": 0}', b'{"seq": 1}', b'{"seq": 2}']
+
+
+async def first(subscriber: aiomqtt.Client, count: int) -> list[aiomqtt.Message]:
+    seen: list[aiomqtt.Message] = []
+    async with asyncio.timeout(WAIT):
+        async for message in subscriber.messages:
+            seen.append(message)
+            if len(seen) == count:
+                break
+    return seen
