@@ -12,31 +12,19 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from deploy_support import DEPLOY
-
-PROMETHEUS = DEPLOY / "prometheus"
-DASHBOARD = DEPLOY / "grafana" / "dashboards" / "streamproc.json"
-
-#: the metric families the service exports (the agreed interface)
-FAMILIES = {
-    "streamproc_messages_received": "counter",
-    "streamproc_unknown_signals": "counter",
-    "streamproc_alert_events": "counter",
-    "streamproc_processing_latency_seconds": "histogram",
-    "streamproc_reading_age_seconds": "histogram",
-    "streamproc_queue_depth": "gauge",
-    "streamproc_active_beds": "gauge",
-    "streamproc_active_alerts": "gauge",
-    "streamproc_broker_connected": "gauge",
-    "streamproc_reconnects": "counter",
-    "streamproc_outbox_depth": "gauge",
-    "streamproc_silent_beds": "gauge",
-}
-SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+from deploy_support import (
+    DASHBOARD,
+    DEPLOY,
+    FAMILIES,
+    PROMETHEUS,
+    dashboard_expressions,
+    family_of,
+    queried_series,
+    rule_expressions,
+)
 
 
 def promtool(*args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[str]:
@@ -46,28 +34,6 @@ def promtool(*args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[
     return subprocess.run(
         [found, *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=60
     )
-
-
-def family_of(series: str, families: dict[str, str]) -> str | None:
-    """The family a sample name belongs to (``x_bucket`` -> ``x`` for a histogram)."""
-    for family, kind in families.items():
-        if any(series == family + suffix for suffix in SUFFIXES[kind]):
-            return family
-    return None
-
-
-def queried_series(expression: str) -> set[str]:
-    return set(re.findall(r"\bstreamproc_[a-z_]+", expression))
-
-
-def dashboard_expressions() -> list[str]:
-    dashboard: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
-
-
-def rule_expressions() -> list[str]:
-    rules = yaml.safe_load((PROMETHEUS / "streamproc-rules.yml").read_text(encoding="utf-8"))
-    return [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
 
 
 def test_promtool_accepts_the_configuration_and_the_rules() -> None:
