@@ -158,13 +158,19 @@ class DeployBroker(LocalBroker):
         server: str = "broker",
         conf_d: Mapping[str, str] | None = None,
         require_certificate: bool = False,
+        etc: Path | None = None,
     ) -> None:
+        """Accounts are made with ``add-account.sh`` unless ``etc`` already holds the
+        ``passwd`` and ``acl`` files (as the compose set-up script makes them)."""
         super().__init__(workdir=workdir)
         self.pki = pki
-        self.etc = workdir / "etc"
         self.server = server
         self.conf_d = dict(conf_d or {})
         self.require_certificate = require_certificate
+        if etc is not None:
+            self.etc = etc
+            return
+        self.etc = workdir / "etc"
         self.etc.mkdir(parents=True, exist_ok=True)
         acl_text = (MOSQUITTO / acl).read_text(encoding="utf-8")
         (self.etc / "acl").write_text(acl_text + OBSERVER_BLOCK, encoding="utf-8")
@@ -176,8 +182,8 @@ class DeployBroker(LocalBroker):
         return f"mqtts://127.0.0.1:{self.port}"
 
     def write_config(self) -> Path:
-        conf_d = self.etc / "conf.d"
-        conf_d.mkdir(exist_ok=True)
+        conf_d = self.workdir / "conf.d"
+        conf_d.mkdir(parents=True, exist_ok=True)
         for name, text in self.conf_d.items():
             (conf_d / name).write_text(text, encoding="utf-8")
         (self.workdir / "data").mkdir(exist_ok=True)
