@@ -24,6 +24,9 @@ COMMAND_MODULES = (
     "streamproc.protocol_cli",
     "streamproc.replay",
     "streamproc.bench",
+    "streamproc.service",
+    "streamproc.demo",
+    "streamproc.bench_service",
 )
 
 

@@ -49,7 +49,10 @@ __all__ = [
     "BrokerLink",
     "Inbound",
     "Session",
+    "count_messages",
+    "create_session",
     "inbound_filters",
+    "open_publisher",
     "state_topic",
     "stay_connected",
 ]
@@ -321,3 +324,77 @@ async def _until_closed_or_stopped(session: Session, stop: asyncio.Event) -> Non
             task.cancel()
     if closed.done() and not closed.cancelled():
         closed.result()  # raises BrokerError when the connection was lost
+
+
+class Publisher:
+    """A plain MQTT 5 publisher for simulated monitors and benchmarks (no session state)."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        try:
+            await self._client.publish(topic, payload, qos=qos, retain=retain)
+        except aiomqtt.MqttError as exc:
+            raise BrokerError(f"publish to {topic} failed: {exc}") from exc
+
+
+def _plain_client(url: str, identifier: str | None, *, persistent: bool = False) -> aiomqtt.Client:
+    parts = urlsplit(url)
+    properties = None
+    if persistent:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = 600
+    client = aiomqtt.Client(
+        parts.hostname or "127.0.0.1",
+        parts.port or 1883,
+        identifier=identifier,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        clean_start=not persistent,
+        properties=properties,
+        max_inflight_messages=_MAX_INFLIGHT,
+        socket_options=_NODELAY,
+    )
+    client.pending_calls_threshold = _PENDING_CALLS_THRESHOLD
+    return client
+
+
+@asynccontextmanager
+async def open_publisher(url: str, *, identifier: str | None = None) -> AsyncIterator[Publisher]:
+    """Connect a :class:`Publisher` to a plain ``mqtt://`` broker."""
+    client = _plain_client(url, identifier)
+    try:
+        async with client:
+            yield Publisher(client)
+    except aiomqtt.MqttError as exc:
+        raise BrokerError(f"publisher lost {url}: {exc}") from exc
+
+
+async def create_session(url: str, *, identifier: str, topic_filter: str) -> None:
+    """Leave a persistent session subscribed to ``topic_filter`` (QoS 1) on the broker."""
+    async with _plain_client(url, identifier, persistent=True) as client:
+        await client.subscribe(topic_filter, qos=1)
+
+
+async def count_messages(
+    url: str, *, identifier: str, expected: int, give_up_after: float
+) -> tuple[int, float]:
+    """A bare aiomqtt subscriber that only counts: ``(count, seconds first → last)``.
+
+    The benchmark's baseline: the fastest a Python consumer on aiomqtt's own message
+    iterator drains the persistent session :func:`create_session` left, at QoS 1.
+    """
+    count, first, last = 0, 0.0, 0.0
+    async with _plain_client(url, identifier, persistent=True) as client:
+        with suppress(TimeoutError):
+            async with asyncio.timeout(give_up_after):
+                async for _message in client.messages:
+                    last = time.perf_counter()
+                    if count == 0:
+                        first = last
+                    count += 1
+                    if count >= expected:
+                        break
+    return count, last - first

@@ -19,7 +19,7 @@ import argparse
 import os
 import re
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -45,7 +45,7 @@ ENV_PREFIX: Final = "STREAMPROC_"
 #: Settings that never get a flag: secrets must not appear in ``ps`` output.
 _NO_FLAG: Final = frozenset({"password"})
 #: Flags whose name differs from the field's (a repeatable flag reads better singular).
-_FLAG_NAMES: Final = {"topics": "--topic"}
+_FLAG_NAMES: Final = {"topics": "--topic", "protocol_files": "--protocol-file"}
 _INSTANCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     )
     silent_after: float = Field(
         60.0, gt=0, description="seconds without a reading before a bed counts as silent"
+    )
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio", description="event loop; uvloop receives faster (pip install 'streamproc[fast]')"
     )
     reconnect_max: float = Field(
         30.0, gt=0, description="longest wait between reconnection attempts, in seconds"
