@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import statistics
 import sys
 import tempfile
 import time
@@ -108,7 +107,9 @@ def _service(url: str, state: Path, latencies: list[float] | None = None) -> Ser
         broker=url, instance="bench", state_dir=state, metrics_port=0, status_interval=1.0
     )
     return open_service(
-        settings, registry=CollectorRegistry(), on_latency=None if latencies is None else latencies.append
+        settings,
+        registry=CollectorRegistry(),
+        on_latency=None if latencies is None else latencies.append,
     )
 
 
@@ -181,7 +182,9 @@ def _live_reading(n: int, beds: int, start_ts: float, rate: float) -> tuple[str,
     return f"icu/load/b{bed:03d}/vitals", json.dumps(payload).encode()
 
 
-async def _latency(url: str, state: Path, rate: float, seconds: float, beds: int) -> tuple[list[float], int]:
+async def _latency(
+    url: str, state: Path, rate: float, seconds: float, beds: int
+) -> tuple[list[float], int]:
     latencies: list[float] = []
     service = _service(url, state, latencies)
     task = asyncio.ensure_future(serve(service))
@@ -223,15 +226,21 @@ def report(result: BenchResult) -> str:
     ms = [1000 * s for s in result.latencies]
     loss = "no loss" if result.accepted == result.readings else "LOSS"
     lines = [
-        f"baseline (bare aiomqtt subscriber, counts only): {result.baseline_rate:10,.0f} readings/s",
-        f"service (decode, evaluate, ack, publish):        {result.service_rate:10,.0f} readings/s"
-        f"  = {100 * result.ratio:.0f} % of baseline (goal ≥ 70 %)",
+        f"baseline (bare aiomqtt subscriber, counts only): {result.baseline_rate:9,.0f} readings/s",
+        (
+            f"service (decode, evaluate, ack, publish):        {result.service_rate:9,.0f} "
+            f"readings/s = {100 * result.ratio:.0f} % of baseline (goal ≥ 70 %)"
+        ),
         f"  {result.accepted:,} of {result.readings:,} backlog readings accepted at QoS 1: {loss}",
-        f"latency at {result.rate:,.0f} readings/s, receipt → PUBACK of the alert, "
-        f"{len(ms):,} alert events ({result.sent:,} readings processed):",
-        f"  p50 {percentile(ms, 50):.2f} ms   p99 {percentile(ms, 99):.2f} ms   "
-        f"p99.9 {percentile(ms, 99.9):.2f} ms   max {max(ms, default=float('nan')):.2f} ms"
-        f"   mean {statistics.fmean(ms) if ms else float('nan'):.2f} ms  (goal p99 < 5 ms)",
+        (
+            f"latency at {result.rate:,.0f} readings/s, receipt → PUBACK of the alert, "
+            f"{len(ms):,} alert events ({result.sent:,} readings processed):"
+        ),
+        (
+            f"  p50 {percentile(ms, 50):.2f} ms   p99 {percentile(ms, 99):.2f} ms   "
+            f"p99.9 {percentile(ms, 99.9):.2f} ms   max {max(ms, default=float('nan')):.2f} ms"
+            f"   (goal p99 < 5 ms)"
+        ),
     ]
     return "\n".join(lines)
 
@@ -265,5 +274,5 @@ def _bench_command(args: argparse.Namespace) -> int:
         result = uvloop.run(bench)
     else:
         result = asyncio.run(bench)
-    print(report(result), file=sys.stdout)
+    sys.stdout.write(report(result) + "\n")
     return 0

@@ -14,6 +14,7 @@ import asyncio
 import signal
 import sys
 import tempfile
+import textwrap
 from collections.abc import Coroutine
 from contextlib import ExitStack
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = ["alert_line", "configure_parser", "render_ward", "run_demo"]
 
 #: Seconds between two redraws of the live view.
 _REDRAW: Final = 1.0
+_VIEW_WIDTH: Final = 90
 _CLEAR: Final = "\x1b[H\x1b[2J"
 _BOLD, _RED, _YELLOW, _RESET = "\x1b[1m", "\x1b[31m", "\x1b[33m", "\x1b[0m"
 _SHOWN_SIGNALS: Final = ("map", "skin_temp", "core_temp", "crt", "lactate")
@@ -55,8 +57,7 @@ def render_ward(statuses: list[BedStatusPayload], *, header: str, colour: bool =
         values = "  ".join(_value(status, name) for name in _SHOWN_SIGNALS)
         flag = "" if status.context == "configured" else " (no context)"
         lines.append(f"{status.ward + '/' + status.bed:<8} {status.protocol:<15} {values}{flag}")
-        targets = ", ".join(f"{key} {value}" for key, value in status.targets.items())
-        lines.append(f"{'':8} targets: {targets[:110]}")
+        lines.extend(_targets(status.targets))
         for alert in status.active_alerts:
             tint = _PRIORITY_COLOUR[alert.priority] if colour else ""
             reset = _RESET if tint else ""
@@ -66,6 +67,19 @@ def render_ward(statuses: list[BedStatusPayload], *, header: str, colour: bool =
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def _targets(targets: dict[str, Any]) -> list[str]:
+    """The targets in force, each bound once (several rules share the MAP band), wrapped."""
+    bounds: dict[str, str] = {}
+    for rule_targets in targets.values():
+        if isinstance(rule_targets, dict):
+            for key, value in rule_targets.items():
+                if isinstance(value, (int, float, str)):
+                    bounds.setdefault(key, f"{key} {value:g}" if not isinstance(value, str)
+                                      else f"{key} {value}")  # fmt: skip
+    words = textwrap.wrap(", ".join(bounds.values()), width=_VIEW_WIDTH)
+    return [f"{'':8} {'targets:' if n == 0 else '':8} {line}" for n, line in enumerate(words)]
 
 
 def _value(status: BedStatusPayload, name: str) -> str:

@@ -443,9 +443,7 @@ def _evaluator(settings: Settings, checkpoints: CheckpointStore) -> Evaluator:
     protocols = {p.name: p for p in map(load_protocol, settings.protocol_files)}
     snapshot = checkpoints.load()
     if snapshot is not None:
-        return Evaluator.restore(
-            snapshot, protocols=protocols, future_skew=settings.future_skew
-        )
+        return Evaluator.restore(snapshot, protocols=protocols, future_skew=settings.future_skew)
     return Evaluator(
         default_protocol=settings.protocol, protocols=protocols, future_skew=settings.future_skew
     )

@@ -38,10 +38,10 @@ class Watcher:
         return [json.loads(p) for t, p, _ in self.messages if t.endswith(suffix) and p]
 
     async def wait_for(
-        self, predicate: Callable[[Watcher], bool], *, timeout: float = WAIT, what: str = ""
+        self, predicate: Callable[[Watcher], bool], *, limit: float = WAIT, what: str = ""
     ) -> None:
         try:
-            async with asyncio.timeout(timeout), self._arrived:
+            async with asyncio.timeout(limit), self._arrived:
                 await self._arrived.wait_for(lambda: predicate(self))
         except TimeoutError:
             topics = sorted({t for t, _, _ in self.messages})
@@ -96,9 +96,10 @@ async def publisher(url: str) -> AsyncIterator[aiomqtt.Client]:
         yield client
 
 
-async def until(condition: Callable[[], bool], *, timeout: float = WAIT, what: str = "") -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
+async def until(condition: Callable[[], bool], *, limit: float = WAIT, what: str = "") -> None:
+    """Poll ``condition`` (often state in another process) until it holds, at most ``limit`` s."""
+    async with asyncio.timeout(limit):
+        while not condition():  # noqa: ASYNC110 - the state may live in another process
             await asyncio.sleep(0.02)
     assert condition(), what
 
@@ -160,8 +161,10 @@ class ServiceProcess:
     async def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=log, env=env)
-        await until(self._ready, timeout=20, what=f"service ready (see {self.log})")
+            self.process = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once
+                self.argv, stdout=log, stderr=log, env=env
+            )
+        await until(self._ready, limit=20, what=f"service ready (see {self.log})")
 
     def _ready(self) -> bool:
         assert self.process is not None
@@ -170,7 +173,7 @@ class ServiceProcess:
         try:
             import urllib.request
 
-            with urllib.request.urlopen(  # noqa: S310 - loopback probe
+            with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=1
             ) as response:
                 return bool(response.status == 200)

@@ -35,7 +35,9 @@ def test_demo_prints_alerts_and_stops_after_duration() -> None:
 def test_ward_view_shows_values_targets_and_alerts() -> None:
     status = BedStatusPayload(
         ward="w1", bed="b02", patient="opaque", protocol="tartare2s-ttp", context="configured",
-        at="2026-11-25T12:00:00.000Z", targets={"map_min": 50},
+        at="2026-11-25T12:00:00.000Z", targets={
+            "map.below_floor": {"map_min": 50.0}, "crt.abnormal": {"crt_below": 3.0}
+        },
         latest={"map": StatusValue(value=44.6, ts="2026-11-25T12:00:00.000Z")},
         active_alerts=[StatusAlert(
             alert_id="abc", rule="map.below_floor", priority="high", kind="physiological",
@@ -45,6 +47,7 @@ def test_ward_view_shows_values_targets_and_alerts() -> None:
     view = render_ward([status], header="demo", colour=False)
     assert "w1/b02" in view
     assert "44.6" in view
-    assert "map_min 50" in view
-    assert "HIGH" in view and "map.below_floor" in view
+    assert "map_min 50, crt_below 3" in view
+    assert "HIGH" in view
+    assert "map.below_floor" in view
     assert "opaque" not in view

@@ -103,7 +103,9 @@ async def test_breach_raise_status_latch_ack(broker: LocalBroker, tmp_path: Path
             lambda w: any(e["event"] == "cleared" for e in _floor_events(w.json("/alerts"))),
             what="cleared",
         )
-        events = [(e["event"], e["state"]) for e in _floor_events(seen.json("/alerts"))]
+        floor = _floor_events(seen.json("/alerts"))
+        # "updated" (observed values moving while MAP recovers) may come in between
+        events = [(e["event"], e["state"]) for e in floor if e["event"] != "updated"]
         assert events == [
             ("raised", "active"),
             ("latched", "latched"),
@@ -114,6 +116,10 @@ async def test_breach_raise_status_latch_ack(broker: LocalBroker, tmp_path: Path
         await device.publish(f"{BASE}/context", b"", qos=1, retain=True)  # discharge
 
 
+def _json(payload: dict[str, object]) -> bytes:
+    return json.dumps(payload).encode()
+
+
 def _bad_messages(t: float) -> dict[str, tuple[str, bytes]]:
     """One message for each rejection reason (the first good reading comes before them)."""
     return {
@@ -121,14 +127,15 @@ def _bad_messages(t: float) -> dict[str, tuple[str, bytes]]:
         "schema": (f"{BASE}/vitals", b'{"values": {"map": 60}}'),
         "implausible": (f"{BASE}/vitals", _vitals(t + 1, map=300.0)),
         "non_finite": (f"{BASE}/vitals", f'{{"ts": {t + 2}, "values": {{"map": NaN}}}}'.encode()),
-        "unit": (f"{BASE}/vitals", json.dumps({"ts": t + 3, "values": {"map": 60},
-                                               "units": {"map": "psi"}}).encode()),  # fmt: skip
+        "unit": (
+            f"{BASE}/vitals",
+            _json({"ts": t + 3, "values": {"map": 60}, "units": {"map": "psi"}}),
+        ),
         "late": (f"{BASE}/vitals", _vitals(t - 10, map=60.0)),
         "future": (f"{BASE}/vitals", _vitals(now() + 120, map=60.0)),
         "duplicate": (f"{BASE}/vitals", _vitals(t + 4, seq=1, map=60.0)),
         "too_large": (f"{BASE}/vitals", b'{"pad": "' + b"x" * 4096 + b'"}'),
-        "topic": (f"{BASE}/vitals", json.dumps({"ts": t + 5, "fs": 125.0, "samples": [80.0],
-                                                "values": {"map": 60}}).encode()),  # fmt: skip
+        "topic": (f"{BASE}/vitals", _json({"ts": t + 5, "samples": [80.0], "values": {"map": 60}})),
     }
 
 

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client import CollectorRegistry
 
 from streamproc.checkpoint import CheckpointStore
@@ -175,8 +174,9 @@ def test_gauges_and_silent_beds(tmp_path: Path) -> None:
     assert registry.get_sample_value("streamproc_active_alerts", {"priority": "high"}) == 0.0
 
 
-@pytest.mark.parametrize("snapshot", [{"latest": []}])
-def test_checkpoint_holds_the_evaluator_snapshot(tmp_path: Path, snapshot: Mapping[str, Any]) -> None:
+def test_checkpoint_holds_the_evaluator_snapshot(tmp_path: Path) -> None:
     service, _ = _service(tmp_path, Clock(NOW))
+    service.process(*_reading(NOW - 5, 70.0), received=NOW)
     service.save_checkpoint()
-    assert CheckpointStore(tmp_path / "checkpoint.json").load() == snapshot
+    expected: Mapping[str, Any] = {"latest": [["w1", "b1", NOW - 5]]}
+    assert CheckpointStore(tmp_path / "checkpoint.json").load() == expected

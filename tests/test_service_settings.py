@@ -107,3 +107,10 @@ def test_help_documents_every_setting() -> None:
         assert f"STREAMPROC_{name.upper()}" in text
     assert "--config" in text
     assert "--password " not in text
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    for name in Settings.model_fields:
+        assert f"| `{name}` |" in readme, name
+        assert f"`STREAMPROC_{name.upper()}`" in readme, name
