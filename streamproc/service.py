@@ -222,16 +222,18 @@ class Service:
 
     async def _consume(self) -> None:
         while True:
-            item = await self.inbox.get()
-            for _ in range(_CONSUMER_BATCH):
-                session = await self._session_for(item)
-                if session is not None:
-                    self.process(item.topic, item.payload, received=item.received)
-                    session.ack(item)
+            await self._take(await self.inbox.get())
+            for _ in range(_CONSUMER_BATCH - 1):
                 if self.inbox.empty():
                     break
-                item = self.inbox.get_nowait()
+                await self._take(self.inbox.get_nowait())
             await asyncio.sleep(0)  # let the socket, acks and the publisher run
+
+    async def _take(self, item: Inbound) -> None:
+        session = await self._session_for(item)
+        if session is not None:
+            self.process(item.topic, item.payload, received=item.received)
+            session.ack(item)
 
     async def _session_for(self, item: Inbound) -> Session | None:
         """The session to acknowledge ``item`` on; ``None`` if the broker will redeliver it."""

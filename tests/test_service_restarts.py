@@ -160,3 +160,33 @@ async def test_broker_outage_alert_after_reconnect_and_readiness(
             text, "streamproc_alert_events_total",
             event="raised", priority="medium", rule="signal.lost",
         ) == 1.0  # fmt: skip
+
+
+async def test_backlog_from_the_session_is_processed_without_loss(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """Hundreds of readings wait in the session and arrive in bursts: none is lost."""
+    settings = load_settings(
+        broker=broker.url,
+        instance="backlog",
+        state_dir=tmp_path / "state",
+        metrics_port=0,
+    )
+    async with running_service(settings):
+        pass  # leaves the persistent session subscribed
+    t0 = now() - 700
+    async with publisher(broker.url) as device:
+        for n in range(600):
+            bed = f"icu/w1/b{n % 3}"
+            await device.publish(f"{bed}/vitals", _vitals(t0 + n, n, 70.0), qos=1)
+    async with running_service(settings) as service:
+        registry = service.metrics.registry
+        labels = {"outcome": "accepted", "reason": ""}
+
+        def accepted() -> float:
+            return registry.get_sample_value("streamproc_messages_received_total", labels) or 0
+
+        await until(lambda: accepted() >= 600, what="all 600 readings processed")
+        await asyncio.sleep(0.2)
+        assert accepted() == 600
+        assert service.inbox.qsize() == 0
