@@ -11,13 +11,13 @@ import json
 from collections.abc import Iterable
 
 import pytest
-from streamproc.evaluator import Evaluator
-from streamproc.ingest import ingest
 
 from devices.bedside import BedPlan, bed_messages
 from devices.expectations import check_alerts
 from devices.faults import Message
 from devices.scenario import load_scenario, scenario_names
+from streamproc.evaluator import Evaluator
+from streamproc.ingest import ingest
 
 START = 1_800_000_000.0
 
