@@ -247,14 +247,22 @@ def _add_loadtest(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     )
     parser.add_argument(
         "--watch-pid",
-        type=int,
+        type=_labelled_pid,
         action="append",
         default=[],
-        metavar="PID",
-        help="also report the CPU time of this process (streamproc, mosquitto); repeatable",
+        metavar="[LABEL=]PID",
+        help="also report the CPU time of this process, e.g. streamproc=1234; repeatable",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
     parser.set_defaults(handler=_run_loadtest)
+
+
+def _labelled_pid(text: str) -> tuple[str, int]:
+    label, _, pid = text.rpartition("=")
+    try:
+        return label or f"pid {pid}", int(pid)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PID or LABEL=PID") from None
 
 
 def _run_loadtest(args: argparse.Namespace) -> int:
