@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +209,7 @@ class _ListenerLink:
     """The parent's end of the pipe to the listener process, and what it has reported."""
 
     conn: Connection
+    process: BaseProcess
     alerts: int = 0
     rejections: int = 0
     records: list[AlertRecord] = field(default_factory=list)
@@ -219,6 +221,8 @@ class _ListenerLink:
             self.alerts, self.rejections = message[1], message[2]
         elif kind == "done":
             self.records, self.cpu_s = message[1], message[2]
+        elif kind == "error":
+            raise BrokerError(f"the alert listener: {message[1]}")
         return kind
 
     def poll(self) -> None:
@@ -231,6 +235,11 @@ class _ListenerLink:
             while self.conn.poll():
                 if self._absorb(self.conn.recv()) == kind:
                     return
+            if not self.process.is_alive():
+                raise BrokerError(
+                    "the alert listener exited (exit code "
+                    f"{self.process.exitcode}): is the broker reachable?"
+                )
             await asyncio.sleep(0.02)
         raise BrokerError(f"the alert listener did not report {kind!r} within {limit:.0f} s")
 
@@ -248,7 +257,7 @@ async def run_loadtest(cfg: LoadConfig) -> dict[str, Any]:
     parent, child = ctx.Pipe()
     listener = ctx.Process(target=listen, args=(child, cfg.broker, cfg.ward), daemon=True)
     listener.start()
-    link = _ListenerLink(parent)
+    link = _ListenerLink(parent, listener)
     try:
         await link.wait_for("ready", LISTENER_READY_TIMEOUT_S)
         figures = await _drive(cfg, plan, timeline, link)
