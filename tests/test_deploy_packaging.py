@@ -8,6 +8,8 @@ itself verifies the unit where ``systemd-analyze`` is installed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -16,9 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 import yaml
-from deploy_support import DEPLOY, MOSQUITTO, REPO, DeployBroker, Pki, client, received_until
+from deploy_support import DEPLOY, MOSQUITTO, REPO, WAIT, DeployBroker, Pki, client
 
 UNIT = DEPLOY / "systemd" / "streamproc.service"
 
@@ -163,28 +166,58 @@ def test_the_compose_pki_step_makes_certificates_accounts_and_secrets(tmp_path: 
     assert not (etc / "certs" / "ca.key").exists()
 
 
+def simulator_command(etc: Path, broker: DeployBroker) -> tuple[list[str], dict[str, str]]:
+    """The compose file's ward-simulator (entrypoint, command, environment), run natively:
+    its /pki paths point at ``etc`` and its broker at the local one."""
+    service = compose()["services"]["ward-simulator"]
+
+    def native(text: str) -> str:
+        text = text.replace("$$", "$").replace("/pki/", f"{etc}/")
+        return text.replace("mqtts://mosquitto:8883", broker.url)
+
+    argv = [native(part) for part in service["entrypoint"] + service["command"]]
+    env = {key: native(value) for key, value in service["environment"].items()}
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # "python" = this venv's
+    return argv, {**os.environ, **env, "PATH": path}
+
+
 @pytest.mark.broker
 @pytest.mark.asyncio
-async def test_the_compose_broker_lets_the_simulated_ward_reach_streamproc(
+async def test_the_compose_ward_simulator_publishes_through_the_compose_broker(
     tmp_path: Path,
 ) -> None:
+    """Compose's pki step, its broker files and its simulator command, run natively: the
+    simulated ward logs in with its gateway account and streamproc's account reads it."""
     etc = compose_setup(tmp_path)
-    secrets = etc / "secrets"
-
-    def secret(user: str) -> str:
-        return (secrets / f"{user}.password").read_text(encoding="utf-8")
-
-    pki = Pki(etc / "certs")
-    with DeployBroker(workdir=tmp_path / "mosquitto", pki=pki, etc=etc) as broker:
-        async with (
-            client(broker, "streamproc", secret=secret("streamproc")) as processor,
-            client(broker, "sim-icu1", secret=secret("sim-icu1")) as gateway,
-        ):
+    streamproc_password = (etc / "secrets" / "streamproc.password").read_text(encoding="utf-8")
+    with DeployBroker(workdir=tmp_path / "mosquitto", pki=Pki(etc / "certs"), etc=etc) as broker:
+        async with client(broker, "streamproc", secret=streamproc_password) as processor:
             await processor.subscribe("icu/#", qos=1)
-            await gateway.publish("icu/icu2/b01/vitals", b"{}", qos=1)  # not its ward
-            await gateway.publish("icu/icu1/b01/vitals", b"{}", qos=1)
-            seen = await received_until(processor, "icu/icu1/b01/vitals")
-    assert [message.topic.value for message in seen] == ["icu/icu1/b01/vitals"]
+            argv, env = simulator_command(etc, broker)
+            log = (tmp_path / "simulator.log").open("wb")
+            simulator = await asyncio.create_subprocess_exec(
+                *argv, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+            try:
+                kinds = await input_kinds_seen(processor, {"vitals", "context", "waveform"})
+            finally:
+                simulator.terminate()
+                await asyncio.wait_for(simulator.wait(), WAIT)
+                log.close()
+    assert kinds == {"vitals", "context", "waveform"}, (tmp_path / "simulator.log").read_text()
+
+
+async def input_kinds_seen(subscriber: aiomqtt.Client, wanted: set[str]) -> set[str]:
+    """The kinds of bed topics (vitals, context, waveform) seen until all wanted arrived."""
+    seen: set[str] = set()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(3 * WAIT):
+            async for message in subscriber.messages:
+                assert message.topic.value.startswith("icu/icu1/"), message.topic.value
+                seen.add(message.topic.value.split("/")[3])
+                if seen >= wanted:
+                    break
+    return seen
 
 
 def kubernetes() -> dict[str, dict[str, Any]]:
