@@ -23,6 +23,8 @@ import pytest
 import yaml
 from deploy_support import DEPLOY, MOSQUITTO, REPO, WAIT, DeployBroker, Pki, client
 
+from streamproc.settings import ENV_PREFIX, Settings, load_settings
+
 UNIT = DEPLOY / "systemd" / "streamproc.service"
 
 
@@ -265,3 +267,47 @@ def test_the_deployment_mounts_what_the_settings_name() -> None:
     assert mounts[settings["STREAMPROC_STATE_DIR"]] == "state"
     assert "STREAMPROC_PASSWORD" not in settings  # the password only as a file
     assert re.fullmatch(r"mqtts://[^:]+:8883", settings["STREAMPROC_BROKER"])
+
+
+def systemd_environment() -> dict[str, str]:
+    """streamproc.env plus the unit's own Environment= lines (credentials dir filled in)."""
+    lines = (DEPLOY / "systemd" / "streamproc.env").read_text(encoding="utf-8").splitlines()
+    unit = UNIT.read_text(encoding="utf-8").splitlines()
+    lines += [line.removeprefix("Environment=") for line in unit if line.startswith("Environment=")]
+    pairs = (line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    return {key: value.replace("%d", "/run/credentials/streamproc.service") for key, value in pairs}
+
+
+def dockerfile_environment() -> dict[str, str]:
+    (env_line,) = [line for line in dockerfile_stages()["service"] if line.startswith("ENV ")]
+    pairs = (item.split("=", 1) for item in env_line.split()[1:])
+    return {key: value for key, value in pairs if key.startswith("STREAMPROC_")}
+
+
+SETTINGS_SOURCES = {
+    "compose": lambda: compose()["services"]["streamproc"]["environment"],
+    "kubernetes": lambda: kubernetes()["ConfigMap/streamproc-icu1"]["data"],
+    "systemd": systemd_environment,
+    "dockerfile": dockerfile_environment,
+}
+
+
+@pytest.mark.parametrize("source", sorted(SETTINGS_SOURCES))
+def test_the_deploy_settings_are_valid_streamproc_settings(
+    source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every STREAMPROC_* variable a deploy file sets is a setting, and together they
+    parse (broker URL, ports, topic list) the way ``streamproc run`` will parse them."""
+    environment = SETTINGS_SOURCES[source]()
+    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    for name, value in environment.items():
+        assert name.startswith(ENV_PREFIX), name
+        assert name.removeprefix(ENV_PREFIX).lower() in Settings.model_fields, name
+        monkeypatch.setenv(name, str(value))
+    settings = load_settings()
+    assert "STREAMPROC_PASSWORD" not in environment  # a file or a credential, never a value
+    if source != "dockerfile":  # the image leaves the broker to whoever runs it
+        assert settings.broker.startswith("mqtts://")
+        assert settings.ca_file is not None
+        assert settings.password_file is not None
