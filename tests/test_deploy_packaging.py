@@ -15,13 +15,24 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
 import yaml
-from deploy_support import DEPLOY, MOSQUITTO, REPO, WAIT, DeployBroker, Pki, client
+from deploy_support import (
+    DEPLOY,
+    MOSQUITTO,
+    REPO,
+    WAIT,
+    DeployBroker,
+    Pki,
+    Streamproc,
+    client,
+    scrape,
+)
 
 from streamproc.settings import ENV_PREFIX, Settings, load_settings
 
@@ -168,31 +179,48 @@ def test_the_compose_pki_step_makes_certificates_accounts_and_secrets(tmp_path: 
     assert not (etc / "certs" / "ca.key").exists()
 
 
-def simulator_command(etc: Path, broker: DeployBroker) -> tuple[list[str], dict[str, str]]:
-    """The compose file's ward-simulator (entrypoint, command, environment), run natively:
-    its /pki paths point at ``etc`` and its broker at the local one."""
-    service = compose()["services"]["ward-simulator"]
+def natively(etc: Path, broker: DeployBroker) -> Callable[[str], str]:
+    """Rewrite a compose value for a native run: /pki in ``etc``, the broker local."""
 
     def native(text: str) -> str:
         text = text.replace("$$", "$").replace("/pki/", f"{etc}/")
         return text.replace("mqtts://mosquitto:8883", broker.url)
 
+    return native
+
+
+def simulator_command(etc: Path, broker: DeployBroker) -> tuple[list[str], dict[str, str]]:
+    """The compose file's ward-simulator (entrypoint, command, environment), natively."""
+    service = compose()["services"]["ward-simulator"]
+    native = natively(etc, broker)
     argv = [native(part) for part in service["entrypoint"] + service["command"]]
     env = {key: native(value) for key, value in service["environment"].items()}
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # "python" = this venv's
     return argv, {**os.environ, **env, "PATH": path}
 
 
+def streamproc_settings(etc: Path, broker: DeployBroker) -> dict[str, str]:
+    """The compose file's streamproc environment, natively."""
+    environment = compose()["services"]["streamproc"]["environment"]
+    return {key: natively(etc, broker)(value) for key, value in environment.items()}
+
+
 @pytest.mark.broker
 @pytest.mark.asyncio
-async def test_the_compose_ward_simulator_publishes_through_the_compose_broker(
-    tmp_path: Path,
-) -> None:
-    """Compose's pki step, its broker files and its simulator command, run natively: the
-    simulated ward logs in with its gateway account and streamproc's account reads it."""
+async def test_the_compose_ward_runs_natively_from_pki_to_streamproc(tmp_path: Path) -> None:
+    """Compose's pki step, broker files, simulator command and streamproc environment, run
+    natively: the simulated ward logs in with its gateway account, publishes each input
+    kind, and streamproc (logged in with its own secret) evaluates all eight beds."""
     etc = compose_setup(tmp_path)
     streamproc_password = (etc / "secrets" / "streamproc.password").read_text(encoding="utf-8")
-    with DeployBroker(workdir=tmp_path / "mosquitto", pki=Pki(etc / "certs"), etc=etc) as broker:
+    with (
+        DeployBroker(workdir=tmp_path / "mosquitto", pki=Pki(etc / "certs"), etc=etc) as broker,
+        Streamproc(
+            broker=broker,
+            workdir=tmp_path / "streamproc",
+            settings=streamproc_settings(etc, broker),
+        ) as service,
+    ):
         async with client(broker, "streamproc", secret=streamproc_password) as processor:
             await processor.subscribe("icu/#", qos=1)
             argv, env = simulator_command(etc, broker)
@@ -202,11 +230,31 @@ async def test_the_compose_ward_simulator_publishes_through_the_compose_broker(
             )
             try:
                 kinds = await input_kinds_seen(processor, {"vitals", "context", "waveform"})
+                beds = await active_beds(service, at_least=8)
             finally:
                 simulator.terminate()
                 await asyncio.wait_for(simulator.wait(), WAIT)
                 log.close()
     assert kinds == {"vitals", "context", "waveform"}, (tmp_path / "simulator.log").read_text()
+    assert beds == 8
+
+
+ACTIVE_BEDS = "streamproc_active_beds "
+
+
+async def active_beds(service: Streamproc, *, at_least: int) -> float:
+    """``streamproc_active_beds`` from /metrics, polled until it reaches ``at_least``."""
+    beds = 0.0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(3 * WAIT):
+            while beds < at_least:
+                await asyncio.sleep(0.2)
+                metrics = await asyncio.to_thread(scrape, service.metrics_port, "/metrics")
+                (line,) = [
+                    x for x in metrics.splitlines() if x.startswith("streamproc_active_beds ")
+                ]
+                beds = float(line.split()[1])
+    return beds
 
 
 async def input_kinds_seen(subscriber: aiomqtt.Client, wanted: set[str]) -> set[str]:
