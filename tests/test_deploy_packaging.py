@@ -235,7 +235,7 @@ async def test_the_compose_ward_runs_natively_from_pki_to_streamproc(tmp_path: P
                 simulator.terminate()
                 await asyncio.wait_for(simulator.wait(), WAIT)
                 log.close()
-    assert kinds == {"vitals", "context", "waveform"}, (tmp_path / "simulator.log").read_text()
+    assert {"vitals", "context", "waveform"} <= kinds, (tmp_path / "simulator.log").read_text()
     assert beds == 8
 
 
