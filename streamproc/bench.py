@@ -10,9 +10,10 @@ once per second of event time as the live service does:
 * decode + evaluate: :func:`streamproc.ingest.ingest` on the raw bytes (plus the ticks);
 * decode alone: :func:`streamproc.codec.decode`, the same-run baseline.
 
-Throughput passes run untimed per reading; a second pass of each times every reading
-(``perf_counter_ns``) for the p50/p99 latencies. This is a benchmark, not a test: it
-prints figures and never asserts them.
+Throughput passes run untimed per reading, ``--repeat`` times on fresh state, and the
+fastest counts (as ``timeit`` does: on a shared machine noise only ever slows a run down);
+one more pass of each times every reading (``perf_counter_ns``) for the p50/p99 latencies.
+This is a benchmark, not a test: it prints figures and never asserts them.
 """
 
 from __future__ import annotations
@@ -149,15 +150,28 @@ def _percentile(sorted_ns: Sequence[int], q: float) -> float:
     return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1000.0
 
 
+def _best_throughput(
+    ward: Sequence[Sequence[Message]],
+    make: Callable[[], tuple[Step, Callable[[float], int]]],
+    repeat: int,
+) -> tuple[float, int]:
+    """The fastest of ``repeat`` runs on fresh state (timeit's rule: noise only slows down)."""
+    runs = []
+    for _ in range(repeat):
+        step, tick = make()
+        gc.collect()
+        runs.append(_throughput(ward, step, tick))
+    return min(runs)
+
+
 def _measure(
     name: str,
     ward: Sequence[Sequence[Message]],
     make: Callable[[], tuple[Step, Callable[[float], int]]],
+    repeat: int,
 ) -> PassResult:
     readings = sum(len(b) for b in ward)
-    step, tick = make()
-    gc.collect()
-    elapsed, alerts = _throughput(ward, step, tick)
+    elapsed, alerts = _best_throughput(ward, make, repeat)
     step, tick = make()
     gc.collect()
     samples = sorted(_latencies(ward, step, tick))
@@ -188,15 +202,15 @@ def _decode_pass() -> tuple[Step, Callable[[float], int]]:
     return step, (lambda now: 0)
 
 
-def run_bench(*, beds: int, seconds: int, protocol: str) -> list[PassResult]:
+def run_bench(*, beds: int, seconds: int, protocol: str, repeat: int = 3) -> list[PassResult]:
     ward = synthetic_ward(beds=beds, seconds=seconds)
     gc.collect()
     gc.freeze()  # the prebuilt ward is long-lived, as a service's state would be
     try:
         return [
-            _measure("evaluator alone", ward, lambda: _evaluator_pass(protocol)),
-            _measure("decode + evaluate", ward, lambda: _ingest_pass(protocol)),
-            _measure("decode alone (baseline)", ward, _decode_pass),
+            _measure("evaluator alone", ward, lambda: _evaluator_pass(protocol), repeat),
+            _measure("decode + evaluate", ward, lambda: _ingest_pass(protocol), repeat),
+            _measure("decode alone (baseline)", ward, _decode_pass, repeat),
         ]
     finally:
         gc.unfreeze()
@@ -227,7 +241,9 @@ def render(results: Sequence[PassResult], *, beds: int, seconds: int, protocol: 
 
 
 def _run(args: argparse.Namespace) -> int:
-    results = run_bench(beds=args.beds, seconds=args.seconds, protocol=args.protocol)
+    results = run_bench(
+        beds=args.beds, seconds=args.seconds, protocol=args.protocol, repeat=args.repeat
+    )
     print(render(results, beds=args.beds, seconds=args.seconds, protocol=args.protocol))
     return 0
 
@@ -254,4 +270,10 @@ def configure_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "--seconds", type=_positive, default=60, help="seconds of event time (default 60)"
     )
     parser.add_argument("--protocol", default="tartare2s-ttp", help="protocol preset")
+    parser.add_argument(
+        "--repeat",
+        type=_positive,
+        default=3,
+        help="throughput runs per pass; the fastest is reported (default 3)",
+    )
     parser.set_defaults(handler=_run)
