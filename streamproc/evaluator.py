@@ -42,7 +42,7 @@ from streamproc.events import (
     WaveformChunk,
 )
 from streamproc.models import AlertEventPayload, BedStatusPayload, Priority, StatusValue
-from streamproc.protocol import Protocol, load_protocol, preset_names
+from streamproc.protocol import Band, Protocol, load_protocol, preset_names
 from streamproc.rules import RuleSet, build_rules
 from streamproc.timestamps import format_ts
 from streamproc.windows import DedupWindow
@@ -166,7 +166,12 @@ class Evaluator:
         if newest is None or bed.context is not None:
             self._note_time(bed, ts)
         if device is not None:
-            self._note_device(bed, device, seq, arrival)
+            arrivals = bed.arrivals
+            if device not in arrivals:
+                bed.tick_due = None  # device.offline starts watching this device
+            arrivals[device] = arrival
+            if seq is not None:
+                self._record_seq(bed, device, seq)
         return arrival
 
     def _feed_reading(self, event: Reading) -> list[AlertEventPayload]:
@@ -198,8 +203,9 @@ class Evaluator:
             self._judge(bed, rules, values, ts, out)
         if alerts_open or bed.artefacts.last_artefact is not None:
             rules.artefact.check(bed, ts, (), out)
-        if rules.assessment is not None:
-            rules.assessment.seen(bed, values, ts, out)
+        assessment = rules.assessment
+        if assessment is not None and not assessment.rule_names.keys().isdisjoint(values):
+            assessment.seen(bed, values, ts, out)
         if out:
             bed.tick_due = None  # alerts changed: work out the next tick again
         return out
@@ -234,15 +240,11 @@ class Evaluator:
             bed.trial_start = ts  # protocol.py: the trial starts with its first reading
 
     @staticmethod
-    def _note_device(bed: BedState, device: str, seq: int | None, arrival: float) -> None:
-        if device not in bed.arrivals:
-            bed.tick_due = None  # device.offline starts watching this device
-        bed.arrivals[device] = arrival
-        if seq is not None:
-            seen = bed.seen.get(device)
-            if seen is None:
-                seen = bed.seen[device] = DedupWindow(DEDUP_WIDTH)
-            seen.record(seq)
+    def _record_seq(bed: BedState, device: str, seq: int) -> None:
+        seen = bed.seen.get(device)
+        if seen is None:
+            seen = bed.seen[device] = DedupWindow(DEDUP_WIDTH)
+        seen.record(seq)
 
     def _feed_artefact(self, event: ArtefactReading) -> list[AlertEventPayload]:
         bed = self._bed(event.ward, event.bed)
@@ -389,6 +391,13 @@ class Evaluator:
             latest={s: StatusValue(value=v, ts=format_ts(t)) for s, (v, t) in state.latest.items()},
             active_alerts=state.alerts.status(),
         )
+
+    def band_in_force(self, ward: str, bed: str, ts: float) -> Band | None:
+        """The MAP band in force for a known bed at event time ``ts`` (its context and trial)."""
+        state = self._beds.get((ward, bed))
+        if state is None:
+            return None
+        return state.protocol.band_at(state.context, ts, state.trial_start)
 
     def beds(self) -> list[tuple[str, str]]:
         return list(self._beds)
