@@ -2,9 +2,10 @@
 
 A synthetic ward of ``--beds`` beds over ``--seconds`` seconds of event time: MAP at 1 Hz,
 skin temperature every 5 s, CRT hourly and lactate every 2 h, staggered over the beds, one
-reading per message; a few beds are hypotensive so that alerts are raised as well. All
-messages are built before the clock starts. Three passes on fresh evaluators, each ticking
-once per second of event time as the live service does:
+reading per message; a few beds are hypotensive so that alerts are raised as well. Every
+bed has its context message (protocol, ``protocol_started``), fed before the clock starts,
+as in a running ward; all messages are built before the clock starts too. Three passes on
+fresh evaluators, each ticking once per second of event time as the live service does:
 
 * evaluator alone: ``Evaluator.feed`` on decoded events (plus the ticks);
 * decode + evaluate: :func:`streamproc.ingest.ingest` on the raw bytes (plus the ticks);
@@ -41,6 +42,8 @@ CRT_EVERY_S: Final = 3600
 LACTATE_EVERY_S: Final = 7200
 #: One bed in this many is hypotensive (MAP around 45 mmHg), so alerts happen too.
 HYPOTENSIVE_ONE_IN: Final = 20
+#: Every bed has a context message whose protocol started this long before the run.
+PROTOCOL_STARTED_BEFORE_S: Final = 1800
 _START: Final = 1_795_608_000  # 2026-11-25T12:00:00Z
 
 
@@ -180,13 +183,27 @@ def _measure(
     )
 
 
-def _evaluator_pass(protocol: str) -> tuple[Step, Callable[[float], int]]:
+def _admitted(protocol: str, beds: int) -> Evaluator:
+    """An evaluator that has every bed's context message, as a running ward would."""
     evaluator = Evaluator(default_protocol=protocol)
+    for bed_no in range(beds):
+        context = {
+            "patient": f"p{bed_no}",
+            "protocol": protocol,
+            "protocol_started": _START - PROTOCOL_STARTED_BEFORE_S,
+        }
+        topic = f"icu/w1/b{bed_no:04d}/context"
+        ingest(evaluator, topic, json.dumps(context).encode(), received=None)
+    return evaluator
+
+
+def _evaluator_pass(protocol: str, beds: int) -> tuple[Step, Callable[[float], int]]:
+    evaluator = _admitted(protocol, beds)
     return (lambda m: len(evaluator.feed(m.event))), (lambda now: len(evaluator.advance(now)))
 
 
-def _ingest_pass(protocol: str) -> tuple[Step, Callable[[float], int]]:
-    evaluator = Evaluator(default_protocol=protocol)
+def _ingest_pass(protocol: str, beds: int) -> tuple[Step, Callable[[float], int]]:
+    evaluator = _admitted(protocol, beds)
 
     def step(m: Message) -> int:
         return len(ingest(evaluator, m.topic, m.payload, received=None).alerts)
@@ -208,8 +225,8 @@ def run_bench(*, beds: int, seconds: int, protocol: str, repeat: int = 3) -> lis
     gc.freeze()  # the prebuilt ward is long-lived, as a service's state would be
     try:
         return [
-            _measure("evaluator alone", ward, lambda: _evaluator_pass(protocol), repeat),
-            _measure("decode + evaluate", ward, lambda: _ingest_pass(protocol), repeat),
+            _measure("evaluator alone", ward, lambda: _evaluator_pass(protocol, beds), repeat),
+            _measure("decode + evaluate", ward, lambda: _ingest_pass(protocol, beds), repeat),
             _measure("decode alone (baseline)", ward, _decode_pass, repeat),
         ]
     finally:

@@ -163,8 +163,11 @@ class Evaluator:
         newest = bed.newest_ts
         if newest is None or ts > newest:
             bed.newest_ts = ts
-        if newest is None or bed.context is not None:
-            self._note_time(bed, ts)
+        if newest is None:
+            bed.first_ts = ts
+        context = bed.context
+        if context is not None and bed.trial_start is None and context.map_trial_until is not None:
+            bed.trial_start = ts  # protocol.py: the trial starts with its first reading
         if device is not None:
             arrivals = bed.arrivals
             if device not in arrivals:
@@ -230,14 +233,6 @@ class Evaluator:
                 if rule.name not in done:
                     done.add(rule.name)
                     rule.check(bed, ts, out)
-
-    @staticmethod
-    def _note_time(bed: BedState, ts: float) -> None:
-        if bed.first_ts is None:
-            bed.first_ts = ts
-        context = bed.context
-        if context is not None and context.map_trial_until is not None and bed.trial_start is None:
-            bed.trial_start = ts  # protocol.py: the trial starts with its first reading
 
     @staticmethod
     def _record_seq(bed: BedState, device: str, seq: int) -> None:

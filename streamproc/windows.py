@@ -91,9 +91,6 @@ class SustainedCondition:
             return RAISE
         return None
 
-    def reset(self) -> None:
-        self.phase = _IDLE
-
     def snapshot(self) -> dict[str, Any]:
         return {
             "phase": self.phase,
