@@ -15,7 +15,7 @@ service: replay equals live. Formats (``--format``, else detected from the file)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -50,7 +50,7 @@ _ARCHIVES: Final = (".tar.gz", ".tgz", ".tar")
 FORMATS: Final = ("wfdb", "challenge2012", "long-csv", "wide-csv", "jsonl")
 
 
-def detect_format(path: Path) -> str:
+def detect_format(path: Path, *, columns: Mapping[str, str] | None = None) -> str:
     """The format of a recording from its name and first line; ConfigError if unknown."""
     name = path.name.lower()
     if name.endswith(_ARCHIVES) or (path.is_dir() and any(path.glob("*.txt"))):
@@ -60,7 +60,7 @@ def detect_format(path: Path) -> str:
     if name.endswith((".jsonl", ".ndjson")):
         return "jsonl"
     if path.is_file() and name.endswith((".csv", ".txt")):
-        return sniff_csv(path)
+        return sniff_csv(path, columns=columns)
     raise ConfigError(f"{path}: cannot tell the format; give --format ({', '.join(FORMATS)})")
 
 
@@ -68,7 +68,7 @@ def read_recording(path: Path, options: RecordingOptions) -> list[Iterable[Messa
     """One ordered message stream per bed of the recording."""
     if not path.exists() and not is_wfdb(path):
         raise ConfigError(f"{path}: no such recording")
-    fmt = options.format or detect_format(path)
+    fmt = options.format or detect_format(path, columns=options.columns)
     if fmt == "challenge2012":
         many = path.is_dir() or path.name.endswith(_ARCHIVES)
         if many and options.bed is not None:

@@ -122,7 +122,10 @@ def load_options(
     found = sidecar or find_sidecar(recording)
     if found is not None:
         options = _apply(options, _read_sidecar(found))
-    return _apply(options, {k: v for k, v in (overrides or {}).items() if v not in (None, {})})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None and v != {}}
+    if "start" in given:
+        given["start"] = parse_start(given["start"])
+    return _apply(options, given)
 
 
 def _apply(options: RecordingOptions, values: Mapping[str, Any]) -> RecordingOptions:

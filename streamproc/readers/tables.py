@@ -25,6 +25,7 @@ __all__ = ["parse_time", "read_long_csv", "read_wide_csv", "sniff_csv"]
 # Numbers above this are epoch seconds (1973-03-03), below it seconds since the start.
 _EPOCH_FLOOR: Final = 1e8
 _SECONDS = {1: 1, 2: 60, 3: 3600}
+_SIGNAL_COLUMNS = frozenset({"signal", "parameter", "name", "label"})
 
 
 def parse_time(text: str, start: float) -> float:
@@ -44,13 +45,14 @@ def parse_time(text: str, start: float) -> float:
     return number if number >= _EPOCH_FLOOR else start + number
 
 
-def sniff_csv(path: Path) -> str:
+def sniff_csv(path: Path, *, columns: Mapping[str, str] | None = None) -> str:
     """``challenge2012``, ``long-csv`` or ``wide-csv`` from the header line."""
     with path.open(encoding="utf-8", newline="") as handle:
         header = [h.strip().lower() for h in next(csv.reader(handle), [])]
     if header == ["time", "parameter", "value"]:
         return "challenge2012"
-    if len(header) == 3 and header[1] in {"signal", "parameter", "name"}:
+    signal_column = (columns or {}).get("signal", "").lower()
+    if signal_column in header or (len(header) == 3 and header[1] in _SIGNAL_COLUMNS):
         return "long-csv"
     return "wide-csv"
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,14 +25,19 @@ from streamproc.readers.presets import reader_preset
 __all__ = ["is_wfdb", "read_wfdb", "record_base"]
 
 
-def _wfdb() -> Any:
-    try:
-        import wfdb
-    except ImportError as exc:
-        raise ConfigError(
-            "reading WFDB records needs the wfdb extra: pip install 'streamproc[wfdb]'"
-        ) from exc
-    return wfdb
+def _wfdb(function: str, *args: Any, **kwargs: Any) -> Any:
+    """Call ``wfdb.<function>``; the package is an optional extra, imported on first use."""
+    with warnings.catch_warnings():
+        # wfdb 4.x calls pandas APIs that pandas deprecates (even on import): not our
+        # users' concern, and pytest turns warnings into errors
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import wfdb
+        except ImportError as exc:
+            raise ConfigError(
+                "reading WFDB records needs the wfdb extra: pip install 'streamproc[wfdb]'"
+            ) from exc
+        return getattr(wfdb, function)(*args, **kwargs)
 
 
 def record_base(path: Path) -> str:
@@ -53,9 +59,8 @@ def _start(header: Any, options: RecordingOptions) -> float:
 
 
 def read_wfdb(path: Path, options: RecordingOptions) -> Iterator[Message]:
-    wfdb = _wfdb()
     name = record_base(path)
-    header = wfdb.rdheader(name)
+    header = _wfdb("rdheader", name)
     preset = reader_preset()["wfdb"]
     ward, bed = options.ward, options.bed or bed_name(Path(name).name)
     start = _start(header, options)
@@ -65,11 +70,11 @@ def read_wfdb(path: Path, options: RecordingOptions) -> Iterator[Message]:
     channel = _first(header.sig_name, preset["waveform_channels"])
     if channel is not None:
         yield from _waveform(
-            wfdb, name, channel=channel, ward=ward, bed=bed, start=start, options=options
+            name, channel=channel, ward=ward, bed=bed, start=start, options=options
         )
     else:
         yield from _numerics(
-            wfdb, name, channels=header.sig_name, ward=ward, bed=bed, start=start, options=options
+            name, channels=header.sig_name, ward=ward, bed=bed, start=start, options=options
         )
 
 
@@ -78,7 +83,6 @@ def _first(names: Sequence[str], wanted: Sequence[str]) -> str | None:
 
 
 def _waveform(
-    wfdb: Any,
     name: str,
     *,
     channel: str,
@@ -88,7 +92,7 @@ def _waveform(
     options: RecordingOptions,
 ) -> Iterator[Message]:
     # smooth_frames=False keeps each channel at its own rate in multi-frequency records
-    record = wfdb.rdrecord(name, channel_names=[channel], smooth_frames=False)
+    record = _wfdb("rdrecord", name, channel_names=[channel], smooth_frames=False)
     fs = float(record.fs) * int(record.samps_per_frame[0])
     samples: npt.NDArray[np.float64] = np.asarray(record.e_p_signal[0], dtype=np.float64)
     chunk_s = options.chunk_s or reader_preset()["wfdb"]["chunk_s"]
@@ -105,7 +109,6 @@ def _waveform(
 
 
 def _numerics(
-    wfdb: Any,
     name: str,
     *,
     channels: Sequence[str],
@@ -126,7 +129,7 @@ def _numerics(
             "map a channel with --signal NAME=map"
         )
     used = list(dict.fromkeys(c for found in wanted.values() for c in found))
-    record = wfdb.rdrecord(name, channel_names=used)
+    record = _wfdb("rdrecord", name, channel_names=used)
     table = np.asarray(record.p_signal, dtype=np.float64)
     table[table == float(preset["numerics_missing_value"])] = np.nan
     column = {c: i for i, c in enumerate(record.sig_name)}
