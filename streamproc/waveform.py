@@ -11,7 +11,7 @@ end, computed over the trailing window (8 blocks): the mean, or an artefact mark
 
 A block is complete once a chunk reaches past its end, so the outputs depend only on
 the samples and their times: the same chunks always give the same outputs (replay == live).
-Thresholds come from ``presets/waveform.toml``.
+Thresholds come from ``presets/waveform/abp.toml``.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class WaveformSettings:
         try:
             settings = cls(**raw["map"], **raw["artefact"])
         except (KeyError, TypeError) as exc:
-            raise ConfigError(f"waveform preset: {exc}; see presets/waveform.toml") from exc
+            raise ConfigError(f"waveform preset: {exc}; see presets/waveform/abp.toml") from exc
         if settings.emit_every_s <= 0 or settings.window_s < settings.emit_every_s:
             raise ConfigError("waveform preset: need 0 < emit_every_s ≤ window_s")
         return settings
@@ -86,8 +86,8 @@ class WaveformSettings:
 
 @cache
 def waveform_settings() -> WaveformSettings:
-    """The shipped defaults (``presets/waveform.toml``)."""
-    text = resources.files("streamproc.presets").joinpath("waveform.toml").read_text("utf-8")
+    """The shipped defaults (``presets/waveform/abp.toml``)."""
+    text = resources.files("streamproc.presets").joinpath("waveform", "abp.toml").read_text("utf-8")
     return WaveformSettings.from_mapping(tomllib.loads(text))
 
 

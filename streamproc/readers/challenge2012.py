@@ -1,6 +1,6 @@
 """PhysioNet/CinC Challenge 2012 stays (Silva et al., CinC 2012): ``Time,Parameter,Value``.
 
-``Time`` is ``HH:MM`` since ICU admission. The mapping lives in ``presets/readers.toml``:
+``Time`` is ``HH:MM`` since ICU admission. The mapping lives in ``presets/replay/readers.toml``:
 ``MAP`` (else ``NIMAP``) → ``map``, ``Temp`` → ``core_temp``, ``Lactate`` → ``lactate``;
 ``Urine`` (mL since the previous Urine row) and ``Weight`` (kg, −1 unknown) become
 ``urine_output`` in mL/kg/h. A stay can be a file, a directory of files, or the Challenge's

@@ -1,4 +1,4 @@
-"""The reader mapping preset (``presets/readers.toml``), loaded once."""
+"""The reader mapping preset (``presets/replay/readers.toml``), loaded once."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ __all__ = ["reader_preset"]
 
 @cache
 def reader_preset() -> dict[str, Any]:
-    text = resources.files("streamproc.presets").joinpath("readers.toml").read_text("utf-8")
+    text = (
+        resources.files("streamproc.presets").joinpath("replay", "readers.toml").read_text("utf-8")
+    )
     preset: dict[str, Any] = tomllib.loads(text)
     return preset
