@@ -90,7 +90,8 @@ def read_challenge_stay(text: str, options: RecordingOptions, *, name: str) -> I
     if ctx is not None:
         yield ctx
     for seq, (ts, values) in enumerate(_readings(stay, preset)):
-        yield vitals_message(ward, bed, ts, values, device=options.device, seq=seq)
+        # a chart is not a device: no device id, so no device.offline between chartings
+        yield vitals_message(ward, bed, ts, values, seq=seq)
 
 
 def _readings(stay: _Stay, preset: dict[str, Any]) -> Iterator[tuple[float, dict[str, float]]]:
