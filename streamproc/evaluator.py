@@ -1,0 +1,401 @@
+"""The pure core: events in, alert events out (design §2, §5).
+
+No I/O, no asyncio, no wall clock. Two entry points move time forward:
+
+* ``feed(event)`` judges readings at their **event time**. Every physiological rule
+  raises, updates and clears only here, so the same input sequence gives the same alerts
+  live and offline, byte for byte.
+* ``advance(now)`` is the tick: the wall clock live, event time offline. It drives only
+  the rules on the clock (``signal.lost``, ``device.offline``, overdue assessments) and
+  escalation. Their alerts clear in ``feed`` when the missing reading arrives.
+
+Order and rejection (design §5), checked in this order for a reading:
+
+* ``future``: ``ts > arrival + future_skew``; only live, where ``arrival`` is known.
+* ``duplicate``: a ``(device, seq)`` already accepted for the bed (a bounded window of
+  1,024 numbers per device, :class:`~streamproc.windows.DedupWindow`).
+* ``late``: for any of its signals, ``ts`` is not newer than the newest reading of that
+  signal already evaluated for the bed. *Equal* timestamps are late too: a second value for
+  an instant already judged would be counted twice. One late signal rejects the message.
+
+A bed without a context message is evaluated with the default protocol and flagged
+``context: "default"`` in its status; an empty context message discharges the bed (its
+open alerts are cleared and its state forgotten).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Final
+
+from streamproc.bed import DEDUP_WIDTH, BedState
+from streamproc.errors import ProtocolError, RejectedReading
+from streamproc.events import (
+    Ack,
+    ArtefactReading,
+    BedKey,
+    ContextUpdate,
+    Event,
+    Reading,
+    WaveformChunk,
+)
+from streamproc.models import AlertEventPayload, BedStatusPayload, Priority, StatusValue
+from streamproc.protocol import Protocol, load_protocol, preset_names
+from streamproc.rules import RuleSet, build_rules
+from streamproc.timestamps import format_ts
+from streamproc.windows import DedupWindow
+
+__all__ = ["SNAPSHOT_VERSION", "Evaluator"]
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_VERSION: Final = 1
+_PRIORITIES: Final[tuple[Priority, ...]] = ("high", "medium", "low")
+_OVERDUE_PREFIX: Final = "assessment.overdue."
+
+
+class Evaluator:
+    """Per-bed protocol state and the alert lifecycle; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        default_protocol: str = "tartare2s-ttp",
+        protocols: Mapping[str, Protocol] | None = None,
+        future_skew: float = 5.0,
+    ) -> None:
+        self._extra: dict[str, Protocol] = dict(protocols or {})
+        self._rulesets: dict[str, RuleSet] = {}
+        self.future_skew = future_skew
+        default = self._protocol(default_protocol)
+        if default is None:
+            raise ProtocolError(
+                f"default protocol {default_protocol!r} is unknown; "
+                f"presets: {', '.join(preset_names())}"
+            )
+        self.default_protocol = default
+        self._beds: dict[BedKey, BedState] = {}
+        #: ABP chunks received; see :meth:`_feed_waveform`
+        self.waveform_chunks = 0
+        #: acknowledgements for an unknown bed or alert (already cleared, or a typo)
+        self.ignored_acks = 0
+
+    # -- protocols -----------------------------------------------------------------------
+
+    def _protocol(self, name: str) -> Protocol | None:
+        if name in self._extra:
+            return self._extra[name]
+        if name in preset_names():
+            return load_protocol(name)
+        return None
+
+    def _rules(self, protocol: Protocol) -> RuleSet:
+        rules = self._rulesets.get(protocol.name)
+        if rules is None or rules.protocol is not protocol:
+            rules = self._rulesets[protocol.name] = build_rules(protocol)
+        return rules
+
+    # -- feed ----------------------------------------------------------------------------
+
+    def feed(self, event: Event) -> list[AlertEventPayload]:
+        """Evaluate one event; raises :class:`RejectedReading` for late/future/duplicate."""
+        if type(event) is Reading or isinstance(event, Reading):
+            return self._feed_reading(event)
+        if isinstance(event, ArtefactReading):
+            return self._feed_artefact(event)
+        if isinstance(event, WaveformChunk):
+            return self._feed_waveform(event)
+        if isinstance(event, ContextUpdate):
+            return self._feed_context(event)
+        return self._feed_ack(event)
+
+    def _bed(self, ward: str, bed: str) -> BedState:
+        state = self._beds.get((ward, bed))
+        if state is None:
+            self._rules(self.default_protocol)
+            state = self._beds[ward, bed] = BedState(ward, bed, self.default_protocol)
+        return state
+
+    def _check_future(self, ts: float, arrival: float | None) -> None:
+        if arrival is not None and ts > arrival + self.future_skew:
+            raise RejectedReading(
+                "future",
+                f"ts is {ts - arrival:.3f} s ahead of the receiver's clock "
+                f"(allowed {self.future_skew:g} s): check the device's clock",
+            )
+
+    @staticmethod
+    def _reject_late(latest: dict[str, tuple[float, float]], event: Reading) -> None:
+        ts = event.ts
+        late = [s for s in event.values if s in latest and ts <= latest[s][1]]
+        newest = max(latest[s][1] for s in late)
+        raise RejectedReading(
+            "late", f"{', '.join(late)} at {format_ts(ts)} is not newer than {format_ts(newest)}"
+        )
+
+    def _accept(self, bed: BedState, event: Reading) -> float:
+        """Reject a future, duplicate or late reading, else note it; returns the arrival time."""
+        ts, arrival, device, seq = event.ts, event.arrival, event.device, event.seq
+        if arrival is not None:
+            self._check_future(ts, arrival)
+        else:
+            arrival = ts
+        if device is not None and seq is not None:
+            seen = bed.seen.get(device)
+            if seen is not None and seen.seen(seq):
+                raise RejectedReading("duplicate", f"device {device} seq {seq} already seen")
+        latest = bed.latest
+        for signal in event.values:  # equal time counts as late: module docstring
+            found = latest.get(signal)
+            if found is not None and ts <= found[1]:
+                self._reject_late(latest, event)
+        newest = bed.newest_ts
+        if newest is None or ts > newest:
+            bed.newest_ts = ts
+        if newest is None or bed.context is not None:
+            self._note_time(bed, ts)
+        if device is not None:
+            self._note_device(bed, device, seq, arrival)
+        return arrival
+
+    def _feed_reading(self, event: Reading) -> list[AlertEventPayload]:
+        # The hot path (a few µs per reading): kept flat on purpose, see `streamproc bench`.
+        bed = self._beds.get((event.ward, event.bed))
+        if bed is None:
+            bed = self._bed(event.ward, event.bed)
+        arrival = self._accept(bed, event)
+        ts, values = event.ts, event.values
+        rules = self._rulesets[bed.protocol.name]
+        out: list[AlertEventPayload] = []
+        alerts_open = bool(bed.alerts.alerts)
+        latest = bed.latest
+        for signal, value in values.items():
+            latest[signal] = (value, ts)
+        bed.artefacts.add_clean(ts)
+        if "map" in values:
+            bed.map_window.add(ts, values["map"])
+            bed.map_arrival = arrival
+        if alerts_open:  # the clock rules clear when what they missed arrives
+            self._seen(bed, rules, event, arrival, out)
+        if len(values) == 1:
+            for signal in values:
+                for rule in rules.by_signal.get(signal, ()):
+                    rule.check(bed, ts, out)
+        else:
+            self._judge(bed, rules, values, ts, out)
+        if alerts_open or bed.artefacts.last_artefact is not None:
+            rules.artefact.check(bed, ts, (), out)
+        if rules.assessment is not None:
+            rules.assessment.seen(bed, values, ts, out)
+        return out
+
+    @staticmethod
+    def _seen(
+        bed: BedState, rules: RuleSet, event: Reading, arrival: float, out: list[Any]
+    ) -> None:
+        if event.device is not None:
+            rules.device_offline.seen(bed, event.ts, arrival, out)
+        if "map" in event.values:
+            rules.signal_lost.seen(bed, event.ts, out)
+
+    @staticmethod
+    def _judge(
+        bed: BedState, rules: RuleSet, values: Mapping[str, float], ts: float, out: list[Any]
+    ) -> None:
+        by_signal = rules.by_signal
+        done: set[str] = set()  # a rule triggered by several signals runs once
+        for signal in values:
+            for rule in by_signal.get(signal, ()):
+                if rule.name not in done:
+                    done.add(rule.name)
+                    rule.check(bed, ts, out)
+
+    @staticmethod
+    def _note_time(bed: BedState, ts: float) -> None:
+        if bed.first_ts is None:
+            bed.first_ts = ts
+        context = bed.context
+        if context is not None and context.map_trial_until is not None and bed.trial_start is None:
+            bed.trial_start = ts  # protocol.py: the trial starts with its first reading
+
+    @staticmethod
+    def _note_device(bed: BedState, device: str, seq: int | None, arrival: float) -> None:
+        bed.arrivals[device] = arrival
+        if seq is not None:
+            seen = bed.seen.get(device)
+            if seen is None:
+                seen = bed.seen[device] = DedupWindow(DEDUP_WIDTH)
+            seen.record(seq)
+
+    def _feed_artefact(self, event: ArtefactReading) -> list[AlertEventPayload]:
+        bed = self._bed(event.ward, event.bed)
+        self._check_future(event.ts, event.arrival)
+        bed.artefacts.add(event.ts, artefact=True)
+        out: list[AlertEventPayload] = []
+        self._rules(bed.protocol).artefact.check(bed, event.ts, event.signals, out)
+        return out
+
+    def _feed_waveform(self, event: WaveformChunk) -> list[AlertEventPayload]:
+        # The dispatch point for ABP waveform chunks. Deriving 1-s MAP numerics and
+        # artefact flags from them (design §3.2) is streamproc/waveform.py's job, which is
+        # wired in here once it lands; until then a chunk is only counted, never judged.
+        del event
+        self.waveform_chunks += 1
+        return []
+
+    def _feed_context(self, event: ContextUpdate) -> list[AlertEventPayload]:
+        key = (event.ward, event.bed)
+        if event.context is None:
+            return self._discharge(key, event.arrival)
+        name = event.context.protocol or self.default_protocol.name
+        protocol = self._protocol(name)
+        if protocol is None:
+            known = sorted({*preset_names(), *self._extra})
+            raise RejectedReading("schema", f"unknown protocol {name!r}; known: {', '.join(known)}")
+        bed = self._bed(*key)
+        previous = bed.context
+        if previous is None or previous.map_trial_until != event.context.map_trial_until:
+            bed.trial_start = None
+        bed.context = event.context
+        bed.overdue_next = None  # protocol_started may have moved
+        out: list[AlertEventPayload] = []
+        if protocol is not bed.protocol:
+            out = self._switch_protocol(bed, protocol, event.arrival)
+        return out
+
+    def _switch_protocol(
+        self, bed: BedState, protocol: Protocol, arrival: float | None
+    ) -> list[AlertEventPayload]:
+        """Clear the alerts of rules the new protocol does not have; keep the others."""
+        bed.protocol = protocol
+        rules = self._rules(protocol)
+        enabled = set(protocol.rules.enabled())
+        overdue = set() if rules.assessment is None else set(rules.assessment.spec.signals)
+        at = _event_time(bed, arrival)
+        out = []
+        for rule in list(bed.alerts.alerts):
+            signal = rule.removeprefix(_OVERDUE_PREFIX)
+            if rule in enabled or (rule.startswith(_OVERDUE_PREFIX) and signal in overdue):
+                continue
+            event = bed.alerts.clear_one(bed.header(), rule, at)
+            out.append(event)
+            bed.trackers.pop(rule, None)
+        return out
+
+    def _discharge(self, key: BedKey, arrival: float | None) -> list[AlertEventPayload]:
+        bed = self._beds.pop(key, None)
+        if bed is None:
+            return []
+        return bed.alerts.clear_all(bed.header(), _event_time(bed, arrival))
+
+    def _feed_ack(self, event: Ack) -> list[AlertEventPayload]:
+        bed = self._beds.get((event.ward, event.bed))
+        events = (
+            []
+            if bed is None
+            else bed.alerts.acknowledge(
+                bed.header(), event.alert_id, _event_time(bed, event.arrival)
+            )
+        )
+        if not events:
+            self.ignored_acks += 1
+            logger.info(
+                "ack for %s/%s ignored: no open alert %s", event.ward, event.bed, event.alert_id
+            )
+        return events
+
+    # -- ticks ---------------------------------------------------------------------------
+
+    def advance(self, now: float) -> list[AlertEventPayload]:
+        """The tick: rules on the clock and escalation, at ``now``."""
+        out: list[AlertEventPayload] = []
+        for bed in self._beds.values():
+            rules = self._rules(bed.protocol)
+            rules.signal_lost.tick(bed, now, out)
+            rules.device_offline.tick(bed, now, out)
+            if rules.assessment is not None:
+                rules.assessment.tick(bed, now, out)
+            if bed.alerts.alerts:
+                out.extend(bed.alerts.escalate(bed.header(), now, bed.protocol.escalation))
+        return out
+
+    # -- views ---------------------------------------------------------------------------
+
+    def status(self, ward: str, bed: str) -> BedStatusPayload | None:
+        """The retained status document of a bed, or ``None`` for a bed we do not know."""
+        state = self._beds.get((ward, bed))
+        if state is None:
+            return None
+        ts = state.newest_ts if state.newest_ts is not None else 0.0
+        head = state.header()
+        return BedStatusPayload(
+            ward=ward,
+            bed=bed,
+            patient=head.patient,
+            protocol=head.protocol,
+            context="default" if state.context is None else "configured",
+            at=format_ts(ts),
+            targets=self._rules(state.protocol).targets(state, ts),
+            latest={s: StatusValue(value=v, ts=format_ts(t)) for s, (v, t) in state.latest.items()},
+            active_alerts=state.alerts.status(),
+        )
+
+    def beds(self) -> list[tuple[str, str]]:
+        return list(self._beds)
+
+    def active_alerts_by_priority(self) -> dict[str, int]:
+        """Open alerts (active, acknowledged or latched) over all beds, by priority."""
+        counts: dict[str, int] = dict.fromkeys(_PRIORITIES, 0)
+        for bed in self._beds.values():
+            for alert in bed.alerts.alerts.values():
+                counts[alert.priority] += 1
+        return counts
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as plain JSON-able data (see :meth:`restore`)."""
+        return {
+            "version": SNAPSHOT_VERSION,
+            "default_protocol": self.default_protocol.name,
+            "waveform_chunks": self.waveform_chunks,
+            "ignored_acks": self.ignored_acks,
+            "beds": [bed.snapshot() for bed in self._beds.values()],
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        protocols: Mapping[str, Protocol] | None = None,
+        future_skew: float = 5.0,
+    ) -> Evaluator:
+        """An evaluator that continues exactly where ``snapshot()`` was taken."""
+        if data.get("version") != SNAPSHOT_VERSION:
+            raise ProtocolError(
+                f"snapshot version {data.get('version')!r} is not {SNAPSHOT_VERSION}"
+            )
+        evaluator = cls(
+            default_protocol=data["default_protocol"], protocols=protocols, future_skew=future_skew
+        )
+        evaluator.waveform_chunks = data["waveform_chunks"]
+        evaluator.ignored_acks = data["ignored_acks"]
+        for raw in data["beds"]:
+            protocol = evaluator._protocol(raw["protocol"])
+            if protocol is None:
+                raise ProtocolError(
+                    f"snapshot names protocol {raw['protocol']!r}, which is unknown"
+                )
+            evaluator._rules(protocol)
+            bed = BedState.restore(raw, protocol)
+            evaluator._beds[bed.ward, bed.bed] = bed
+        return evaluator
+
+
+def _event_time(bed: BedState, arrival: float | None) -> float:
+    """When a message without a timestamp (context, ack) happened: arrival, else the bed's time."""
+    if arrival is not None:
+        return arrival
+    return bed.newest_ts if bed.newest_ts is not None else 0.0
