@@ -46,8 +46,8 @@ def _artefact_spans(trace: BedTrace, hold: float) -> list[tuple[float, float]]:
     values = np.asarray(trace.map)
     nxt = np.append(ts[1:], ts[-1] + 1.0) if ts.size else ts
     spans: list[tuple[float, float]] = []
-    for start, stop in zip(ts[np.isnan(values)], nxt[np.isnan(values)], strict=True):
-        stop = min(stop, start + hold)
+    for start, following in zip(ts[np.isnan(values)], nxt[np.isnan(values)], strict=True):
+        stop = min(following, start + hold)
         if spans and start <= spans[-1][1] + 1e-9:
             spans[-1] = (spans[-1][0], max(spans[-1][1], stop))
         else:
@@ -169,9 +169,9 @@ def plot_bed(path: Path, trace: BedTrace, runs: Sequence[ProtocolRun]) -> Path:
     handles.append(Patch(facecolor="0.85", hatch="///", edgecolor="0.5", label="onset delay"))
     fig.legend(handles=handles, loc="lower right", ncol=4, fontsize=7, frameon=False)
     bottom = axes[-1][0]
-    locator = mdates.AutoDateLocator(tz=UTC)
+    locator = mdates.AutoDateLocator(tz=UTC)  # type: ignore[no-untyped-call]
     bottom.xaxis.set_major_locator(locator)
-    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
+    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))  # type: ignore[no-untyped-call]
     bottom.set_xlabel("event time (UTC)")
     fig.suptitle("streamproc replay (a secondary alerting system)", fontsize=9, x=0.01, ha="left")
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 
 from streamproc.errors import RejectedReading
 from streamproc.events import (
@@ -160,9 +161,11 @@ def _epoch(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-def _durations(ts: np.ndarray[Any, Any], end: float, hold: float) -> np.ndarray[Any, Any]:
-    nxt = np.append(ts[1:], max(end, ts[-1]))
-    return np.minimum(nxt - ts, hold)
+def _durations(ts: npt.NDArray[np.float64], end: float, hold: float) -> npt.NDArray[np.float64]:
+    """How long each reading stands for: until the next one (the last: until ``end``)."""
+    nxt = np.append(ts[1:], max(end, float(ts[-1])))
+    held: npt.NDArray[np.float64] = np.minimum(nxt - ts, hold)
+    return held
 
 
 def map_time(trace: BedTrace, protocol: Protocol, *, hold: float) -> dict[str, float]:
@@ -355,50 +358,49 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     return lines
 
 
+def _row(label: str, cells: Iterable[str]) -> list[str]:
+    return [label, *cells]
+
+
 def _protocol_table(entries: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    names = list(entries)
+    """Metrics down, protocols across (the side-by-side comparison)."""
+    runs = list(entries.values())
+    total = sum(runs[0]["map_time_s"].values())
     rows: list[list[str]] = []
-    first = next(iter(entries.values()))
-    total = sum(first["map_time_s"].values())
-    if "band" in first:
+    if "band" in runs[0]:
         rows.append(
-            ["MAP band / floor"]
-            + [
-                f"{e['band']['low']:g}–{e['band']['high']:g} / {e['floor']:g} mmHg"
-                for e in entries.values()
-            ]
+            _row(
+                "MAP band / floor",
+                (f"{e['band']['low']:g}–{e['band']['high']:g} / {e['floor']:g} mmHg" for e in runs),
+            )
         )
-    for zone in BAND_ZONES:
-        rows.append(
-            [_ZONE_LABELS[zone]]
-            + [
-                _hm(e["map_time_s"][zone]) + _pct(e["map_time_s"][zone], total)
-                for e in entries.values()
-            ]
+    rows += [
+        _row(
+            _ZONE_LABELS[z],
+            (_hm(e["map_time_s"][z]) + _pct(e["map_time_s"][z], total) for e in runs),
         )
-    rules = sorted({r for e in entries.values() for r in e["target_missed_s"]})
-    for rule in rules:
-        rows.append(
-            [f"time with `{rule}` active"]
-            + [_hm(e["target_missed_s"].get(rule, 0.0)) for e in entries.values()]
-        )
-    for rule in sorted({r for e in entries.values() for r in e["alerts"]}):
-        rows.append(
-            [f"alerts `{rule}`"]
-            + [
-                ", ".join(f"{n} {p}" for p, n in sorted(e["alerts"].get(rule, {}).items())) or "–"
-                for e in entries.values()
-            ]
-        )
-    rows.append(["alerts raised"] + [str(e["alerts_raised"]) for e in entries.values()])
-    rows.append(
-        ["alerts per bed-hour"]
-        + [
-            "–" if e["alerts_per_bed_hour"] is None else f"{e['alerts_per_bed_hour']:.2f}"
-            for e in entries.values()
-        ]
-    )
-    return _table(["", *(f"`{n}`" for n in names)], rows)
+        for z in BAND_ZONES
+    ]
+    active = sorted({r for e in runs for r in e["target_missed_s"]})
+    rows += [
+        _row(f"time with `{r}` active", (_hm(e["target_missed_s"].get(r, 0.0)) for e in runs))
+        for r in active
+    ]
+    raised = sorted({r for e in runs for r in e["alerts"]})
+    rows += [
+        _row(f"alerts `{r}`", (_by_priority(e["alerts"].get(r, {})) for e in runs)) for r in raised
+    ]
+    rows.append(_row("alerts raised", (str(e["alerts_raised"]) for e in runs)))
+    rows.append(_row("alerts per bed-hour", (_rate(e["alerts_per_bed_hour"]) for e in runs)))
+    return _table(["", *(f"`{n}`" for n in entries)], rows)
+
+
+def _by_priority(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{n} {p}" for p, n in sorted(counts.items())) or "–"
+
+
+def _rate(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def render_markdown(summary: Mapping[str, Any], *, max_bed_sections: int = 50) -> str:
@@ -407,8 +409,10 @@ def render_markdown(summary: Mapping[str, Any], *, max_bed_sections: int = 50) -
     lines = [
         "# streamproc replay report",
         "",
-        "> streamproc is a secondary alerting system: these alerts never replace the bedside "
-        "monitor's own alarms.",
+        (
+            "> streamproc is a secondary alerting system: these alerts never replace the "
+            "bedside monitor's own alarms."
+        ),
         "",
         f"- recordings: {', '.join(f'`{s}`' for s in summary['sources'])}",
         f"- protocols: {', '.join(f'`{p}`' for p in summary['protocols'])}",
@@ -423,7 +427,10 @@ def render_markdown(summary: Mapping[str, Any], *, max_bed_sections: int = 50) -
         lines += [
             f"## Bed `{bed['ward']}/{bed['bed']}`",
             "",
-            f"{bed['start']} → {bed['end']} ({bed['hours']:.2f} h, {bed['map_readings']} MAP values)",
+            (
+                f"{bed['start']} → {bed['end']} "
+                f"({bed['hours']:.2f} h, {bed['map_readings']} MAP values)"
+            ),
             "",
             *_protocol_table(bed["protocols"]),
             "",
