@@ -22,7 +22,7 @@ from datetime import datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +36,8 @@ from streamproc.events import (
     Reading,
     WaveformChunk,
 )
-from streamproc.models import AlertEventPayload, dump
+from streamproc.ingest import Outcome
+from streamproc.models import AlertEventPayload
 from streamproc.protocol import Protocol, band_at, map_floor
 from streamproc.timestamps import format_ts
 from streamproc.waveform import WaveformState, derive_events
@@ -110,6 +111,11 @@ class TraceRecorder:
         if event is not None:
             self._observe(event)
 
+    def observe_outcome(self, outcome: Outcome) -> None:
+        """What ``ingest()`` made of one message (the replay loop's ``observe`` hook)."""
+        artefact = None if outcome.rejection is None else outcome.rejection.artefact
+        self.observe(outcome.event, artefact)
+
     def _observe(self, event: object) -> None:
         if isinstance(event, Reading):
             trace = self._trace(event.ward, event.bed)
@@ -139,21 +145,38 @@ class TraceRecorder:
             self._observe(event)
 
 
-@dataclass(frozen=True, slots=True)
+class AlertRow(NamedTuple):
+    """What a report keeps of one alert event (a replay can produce millions)."""
+
+    alert_id: str
+    event: str
+    rule: str
+    priority: str
+    kind: str
+    onset: float
+    at: float
+
+
 class ProtocolRun:
-    """One protocol's pass over the recording: its name and every alert event it produced."""
+    """One protocol's pass over the recording: the alert events it produced, by bed."""
 
-    protocol: Protocol
-    alerts: Sequence[AlertEventPayload]
-    by_bed: Mapping[BedKey, Sequence[AlertEventPayload]] = field(init=False)
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        self.by_bed: dict[BedKey, list[AlertRow]] = defaultdict(list)
 
-    def __post_init__(self) -> None:
-        grouped: dict[BedKey, list[AlertEventPayload]] = defaultdict(list)
-        for alert in self.alerts:
-            grouped[alert.ward, alert.bed].append(alert)
-        object.__setattr__(self, "by_bed", dict(grouped))
+    def add(self, alert: AlertEventPayload) -> None:
+        row = AlertRow(
+            alert.alert_id,
+            alert.event,
+            alert.rule,
+            alert.priority,
+            alert.kind,
+            _epoch(alert.onset),
+            _epoch(alert.at),
+        )
+        self.by_bed[alert.ward, alert.bed].append(row)
 
-    def bed_alerts(self, ward: str, bed: str) -> Sequence[AlertEventPayload]:
+    def bed_alerts(self, ward: str, bed: str) -> Sequence[AlertRow]:
         return self.by_bed.get((ward, bed), ())
 
 
@@ -202,23 +225,21 @@ class AlertSpan:
     latched: bool = False
 
 
-def alert_spans(alerts: Iterable[AlertEventPayload], *, end: float) -> dict[str, list[AlertSpan]]:
+def alert_spans(alerts: Iterable[AlertRow], *, end: float) -> dict[str, list[AlertSpan]]:
     """Per rule, every alert's span; an alert still open at the end runs to ``end``."""
     spans: dict[str, dict[str, AlertSpan]] = defaultdict(dict)
     for alert in alerts:
         by_id = spans[alert.rule]
         span = by_id.get(alert.alert_id)
         if span is None:
-            at = _epoch(alert.at)
-            span = by_id[alert.alert_id] = AlertSpan(
-                _epoch(alert.onset), at, max(end, at), alert.priority
-            )
+            span = AlertSpan(alert.onset, alert.at, max(end, alert.at), alert.priority)
+            by_id[alert.alert_id] = span
         if alert.event == "escalated":
             span.priority = alert.priority
         elif alert.event == "latched":
             span.latched = True
         elif alert.event == "cleared":
-            span.end = _epoch(alert.at)
+            span.end = alert.at
     return {rule: list(by_id.values()) for rule, by_id in spans.items()}
 
 
@@ -240,6 +261,7 @@ def summarise(trace: BedTrace, run: ProtocolRun) -> dict[str, Any]:
     bed_alerts = run.bed_alerts(trace.ward, trace.bed)
     spans = alert_spans(bed_alerts, end=end)
     raised = [a for a in bed_alerts if a.event == "raised"]
+    by_kind = Counter(a.kind for a in raised)
     by_rule: dict[str, dict[str, int]] = defaultdict(dict)
     for (rule, priority), n in sorted(Counter((a.rule, a.priority) for a in raised).items()):
         by_rule[rule][priority] = n
@@ -252,6 +274,7 @@ def summarise(trace: BedTrace, run: ProtocolRun) -> dict[str, Any]:
         "target_missed_s": {rule: _union_seconds(s) for rule, s in sorted(spans.items())},
         "alerts": dict(by_rule),
         "alerts_raised": len(raised),
+        "alerts_by_kind": dict(sorted(by_kind.items())),
         "escalations": sum(a.event == "escalated" for a in bed_alerts),
         "alerts_per_bed_hour": len(raised) / trace.hours if trace.hours > 0 else None,
     }
@@ -283,6 +306,9 @@ def _totals(beds: Sequence[Mapping[str, Any]], runs: Sequence[ProtocolRun]) -> d
             for rule, by_priority in p["alerts"].items():
                 alerts[rule].update(by_priority)
         raised = sum(p["alerts_raised"] for p in per_bed)
+        kinds: Counter[str] = Counter()
+        for p in per_bed:
+            kinds.update(p["alerts_by_kind"])
         totals[name] = {
             "beds": len(per_bed),
             "bed_hours": hours,
@@ -290,6 +316,7 @@ def _totals(beds: Sequence[Mapping[str, Any]], runs: Sequence[ProtocolRun]) -> d
             "target_missed_s": dict(sorted(missed.items())),
             "alerts": {rule: dict(c) for rule, c in sorted(alerts.items())},
             "alerts_raised": raised,
+            "alerts_by_kind": dict(sorted(kinds.items())),
             "alerts_per_bed_hour": raised / hours if hours > 0 else None,
         }
     return totals
@@ -316,12 +343,8 @@ def write_report(
     sources: Sequence[str],
     max_bed_sections: int = 50,
 ) -> dict[str, Any]:
-    """Write ``alerts.jsonl``, ``summary.json`` and ``summary.md``; returns the summary."""
+    """Write ``summary.json`` and ``summary.md`` (the replay streams ``alerts.jsonl``)."""
     directory.mkdir(parents=True, exist_ok=True)
-    with (directory / "alerts.jsonl").open("wb") as out:
-        for run in runs:
-            for alert in run.alerts:
-                out.write(dump(alert) + b"\n")
     summary = build_summary(recorder, runs, sources=sources)
     (directory / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", "utf-8")
     markdown = render_markdown(summary, max_bed_sections=max_bed_sections)
@@ -391,6 +414,10 @@ def _protocol_table(entries: Mapping[str, Mapping[str, Any]]) -> list[str]:
         _row(f"alerts `{r}`", (_by_priority(e["alerts"].get(r, {})) for e in runs)) for r in raised
     ]
     rows.append(_row("alerts raised", (str(e["alerts_raised"]) for e in runs)))
+    kinds = sorted({k for e in runs for k in e["alerts_by_kind"]})
+    rows += [
+        _row(f"… of them {k}", (str(e["alerts_by_kind"].get(k, 0)) for e in runs)) for k in kinds
+    ]
     rows.append(_row("alerts per bed-hour", (_rate(e["alerts_per_bed_hour"]) for e in runs)))
     return _table(["", *(f"`{n}`" for n in entries)], rows)
 

@@ -25,7 +25,7 @@ from streamproc.readers.messages import Message, merge_messages
 from streamproc.readers.options import RecordingOptions, load_options, parse_start
 from streamproc.readers.tables import read_long_csv, read_wide_csv, sniff_csv
 from streamproc.readers.wfdb_records import is_wfdb, read_wfdb
-from streamproc.readers.wire import read_jsonl
+from streamproc.readers.wire import read_jsonl_file
 
 __all__ = [
     "FORMATS",
@@ -44,7 +44,7 @@ _SINGLE: Final[dict[str, _Reader]] = {
     "wfdb": read_wfdb,
     "long-csv": read_long_csv,
     "wide-csv": read_wide_csv,
-    "jsonl": read_jsonl,
+    "jsonl": read_jsonl_file,
 }
 _ARCHIVES: Final = (".tar.gz", ".tgz", ".tar")
 FORMATS: Final = ("wfdb", "challenge2012", "long-csv", "wide-csv", "jsonl")
