@@ -19,6 +19,7 @@ from devices.simulate import Timeline, ward_messages, ward_plans, write_jsonl
 from streamproc.codec import decode
 from streamproc.errors import ConfigError
 from streamproc.events import ContextUpdate, Reading, Rejection, WaveformChunk
+from streamproc.timestamps import format_ts
 
 START = 1_800_000_000.0  # a fixed epoch, so that payloads can be compared byte for byte
 
@@ -116,7 +117,7 @@ def test_waveform_chunks_are_125_hz_one_second_around_the_map() -> None:
         for m in bed_messages(_plan("flush_artefact", minutes=3))
         if m.topic.endswith("/waveform/abp")
     ]
-    assert len(chunks) == 180
+    assert len(chunks) == 179  # a chunk goes out once its second is over
     chunk = chunks[60]
     assert isinstance(chunk, WaveformChunk)
     assert chunk.fs == 125.0
@@ -134,7 +135,9 @@ def test_flush_saturates_the_line_then_returns() -> None:
     assert flush == [600.0, 601.0, 602.0, 603.0]
     assert 45 < maps[604.0] < 75
     chunks = {m.offset: json.loads(m.payload) for m in messages if "waveform" in m.topic}
-    assert min(chunks[601.0]["samples"]) > 295
+    flushed = chunks[602.0]  # sent at 602 s, the samples of 601–602 s
+    assert flushed["t0"] == format_ts(START + 601.0)
+    assert min(flushed["samples"]) > 295
 
 
 def test_timeline_ends_now_and_never_runs_ahead_of_the_clock() -> None:
