@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import sys
@@ -23,6 +24,10 @@ from devices.scenario import MIX, load_scenario, scenario_names
 from devices.simulate import run_length, simulate, ward_plans, write_jsonl
 from streamproc.errors import ConfigError, StreamprocError
 from streamproc.timestamps import format_ts
+
+#: Modules of other parts that add a sub-command with ``configure_parser(subparsers)``
+#: (setting ``handler``), as in ``streamproc.cli``: the replay publisher (design §9).
+COMMAND_MODULES = ("devices.replay",)
 
 _EPILOG_SIMULATE = """\
 examples:
@@ -303,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scenarios(subparsers)
     _add_check(subparsers)
     _add_loadtest(subparsers)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise  # a missing dependency inside the module is a real error
+            continue  # a command whose module is not part of this build
+        module.configure_parser(subparsers)
     return parser
 
 
