@@ -271,3 +271,18 @@ def test_ward_messages_are_in_event_time_order() -> None:
     offsets = [m.offset for m in ward_messages(plans)]
     assert offsets == sorted(offsets)
     assert len({p.bed for p in plans}) == 4
+
+
+def test_fluids_and_recovery_move_map_and_perfusion_the_right_way() -> None:
+    patient = _patient(map=55.0, perfusion=0.4)
+    defaults = physiology().events
+    patient.apply(defaults["fluids"])
+    for _ in range(3600):
+        patient.advance(1.0)
+    assert patient.map_level == pytest.approx(55.0 + defaults["fluids"].map_delta, abs=0.1)
+    assert patient.perfusion == pytest.approx(0.55, abs=0.01)
+    patient.apply(defaults["recovery"])
+    for _ in range(7200):
+        patient.advance(1.0)
+    assert patient.perfusion == pytest.approx(1.0, abs=0.01)
+    assert patient.effective_perfusion > 0.95
