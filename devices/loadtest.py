@@ -86,6 +86,9 @@ class LoadConfig:
     ward: str = "load"
     seed: int = 1
     breach_fraction: float = 0.1
+    # bad messages on the beds that do not breach, each rejected by streamproc with a reason
+    malformed_rate: float = 0.0  # truncated JSON → malformed_json
+    duplicate_rate: float = 0.0  # the same (device, seq) twice → duplicate
     drain: float = 3.0  # wall seconds to wait for the last alerts
     watch_pids: tuple[tuple[str, int], ...] = ()  # (label, pid) of streamproc, broker...
     progress: bool = True
@@ -115,6 +118,8 @@ class LoadPlan:
             else:
                 self.map_breach_at[i] = (j * 13) % span
         self.expected: list[Expected] = []
+        #: rejections the bad messages must draw, by reason
+        self.expected_rejections: Counter[str] = Counter()
         self.seq = [0] * cfg.beds
 
     @property
@@ -153,9 +158,10 @@ class LoadPlan:
         breaching = i in self.crt_probes or i in self.map_breach_at
         stamp = (bed, ts) if breaching else None
         topic = f"icu/{self.cfg.ward}/{bed}/vitals"
-        yield LoadMessage(
+        reading = LoadMessage(
             offset, topic, self._payload(i, ts, f'"map":{self._map(i, k, ts)}'), stamp
         )
+        yield from (self._spoil(reading) if stamp is None else (reading,))
         if (k + i) % int(p.temp_period_s) == 0:
             temps = (
                 f'"core_temp":{p.core_temp},"skin_temp":{p.skin_temp},'
@@ -166,6 +172,18 @@ class LoadPlan:
             yield LoadMessage(
                 offset, topic, self._payload(i, ts, self._chart(i, k, bed, ts)), stamp
             )
+
+    def _spoil(self, message: LoadMessage) -> tuple[LoadMessage, ...]:
+        """The message, truncated or twice at the configured rates (non-breaching beds)."""
+        draw = self.rng.random()
+        if draw < self.cfg.malformed_rate:
+            self.expected_rejections["malformed_json"] += 1
+            broken = message.payload[: len(message.payload) // 2]
+            return (LoadMessage(message.offset, message.topic, broken, None),)
+        if draw < self.cfg.malformed_rate + self.cfg.duplicate_rate:
+            self.expected_rejections["duplicate"] += 1
+            return (message, message)
+        return (message,)
 
     def _map(self, i: int, k: int, ts: str) -> float:
         p = self.p
@@ -415,6 +433,7 @@ def _report(
         "latency_ms": {"samples": len(latencies), **_percentiles(latencies)},
         "baseline_via_broker_ms": baseline,
         "rejections": dict(Counter(r.reason or "?" for r in rejections)),
+        "rejections_expected": dict(plan.expected_rejections),
         # the machine's 1-min load average at the end: latency means little on a busy host
         "load_average_1m": os.getloadavg()[0],
         "cpu": {
@@ -463,6 +482,7 @@ def format_table(report: dict[str, Any]) -> str:
         ("baseline p50 / p99", f"{_fmt(base['p50'], ' ms')} / {_fmt(base['p99'], ' ms')}"),
         ("alert / baseline p50", _ratio(lat["p50"], base["p50"])),
         ("rejections by reason", str(report["rejections"] or "none")),
+        ("rejections expected", str(report["rejections_expected"] or "none")),
         (
             "generator CPU",
             f"{cpu['generator_s']:.2f} s ({cpu['generator_share_of_core']:.0%} of a core)",

@@ -140,6 +140,8 @@ def test_short_load_test_loses_no_alert(service: LocalBroker, tmp_path: Path) ->
         duration=3.0,
         ward="load",
         breach_fraction=0.5,
+        malformed_rate=0.01,
+        duplicate_rate=0.01,
         drain=2.0,
         progress=False,
     )
@@ -153,5 +155,7 @@ def test_short_load_test_loses_no_alert(service: LocalBroker, tmp_path: Path) ->
     assert report["latency_ms"]["samples"] >= alerts["expected"]
     readings = report["readings"]
     assert readings["achieved_per_s"] >= 0.8 * readings["offered_per_s"]
-    assert report["rejections"] == {}
+    # every bad message is rejected with its reason, and counted
+    assert report["rejections"] == report["rejections_expected"]
+    assert set(report["rejections"]) == {"malformed_json", "duplicate"}
     (tmp_path / "load.json").write_text(json.dumps(report), encoding="utf-8")
