@@ -157,7 +157,6 @@ class _Run:
         self.artefacts = artefacts
         self.patient = Patient(plan.scenario.patient_params(), rng_patient)
         self.wave_rng = rng_wave
-        self.chart_rng = rng_chart
         skew = sum(f.seconds for f in plan.faults if f.kind == "skew")
         self.monitor = _Device(f"mon-{plan.bed}", plan, skew)
         # charted values (CRT, lactate, urine) reach the bus through the monitor's gateway

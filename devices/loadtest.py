@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a MAP below the floor must last before ``map.below_floor`` (design §4).
 MAP_FLOOR_SUSTAIN_S = 60
+#: Seconds between the starts of successive MAP probes' breaches.
+MAP_PROBE_STAGGER_S = 13
 #: Rules raised by the reading that completes each kind of breach (design §4): an abnormal
 #: CRT misses a TTP perfusion target, so ``perfusion.inadequate`` comes with ``crt.abnormal``.
 CRT_PROBE_RULES: tuple[str, ...] = ("crt.abnormal", "perfusion.inadequate")
@@ -108,19 +110,27 @@ class LoadPlan:
         self.event_seconds = event_seconds
         self.beds = bed_names(cfg.beds)
         self.rng = random.Random(cfg.seed)
-        every = max(1, round(1.0 / cfg.breach_fraction)) if cfg.breach_fraction > 0 else 0
         self.crt_probes: set[int] = set()
         self.map_breach_at: dict[int, int] = {}
-        span = max(1, int(event_seconds) - MAP_FLOOR_SUSTAIN_S)
-        for j, i in enumerate(range(every - 1, cfg.beds, every) if every else ()):
-            if j % 2 == 0:
-                self.crt_probes.add(i)
-            else:
-                self.map_breach_at[i] = (j * 13) % span
+        self._assign_probes()
         self.expected: list[Expected] = []
         #: rejections the bad messages must draw, by reason
         self.expected_rejections: Counter[str] = Counter()
         self.seq = [0] * cfg.beds
+
+    def _assign_probes(self) -> None:
+        """Every ``1/breach_fraction``-th bed breaches: CRT and MAP probes in turn. MAP probes
+        start their breach 13 s apart (wrapping), so that floor alerts spread over the run."""
+        fraction = self.cfg.breach_fraction
+        if fraction <= 0:
+            return
+        every = max(1, round(1.0 / fraction))
+        span = max(1, int(self.event_seconds) - MAP_FLOOR_SUSTAIN_S)
+        for j, i in enumerate(range(every - 1, self.cfg.beds, every)):
+            if j % 2 == 0:
+                self.crt_probes.add(i)
+            else:
+                self.map_breach_at[i] = (j * MAP_PROBE_STAGGER_S) % span
 
     @property
     def breaching(self) -> int:
