@@ -308,8 +308,10 @@ async def _drive(
             for topic, payload in plan.contexts():
                 await contexts.publish(topic, payload, retain=True)
         watched = {(label, pid): _cpu_seconds(pid) for label, pid in cfg.watch_pids}
-        cpu0, wall0 = time.process_time(), time.monotonic()
-        timeline = Timeline(timeline.start_ts, timeline.speed, wall0)
+        # the clock starts now, after the set-up: readings carry "now", not the set-up's time
+        timeline = Timeline.ending_now(duration=plan.event_seconds, speed=timeline.speed)
+        plan.start_ts = timeline.start_ts
+        cpu0, wall0 = time.process_time(), timeline.wall0
         async with Pipeline(client) as pipeline:
             lag, echoes = await _publish(
                 pipeline, plan.messages(), timeline=timeline, link=link, cfg=cfg
