@@ -248,7 +248,10 @@ def _add_loadtest(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "--breach-fraction", type=float, default=0.1, help="share of beds that breach (0.1)"
     )
     parser.add_argument(
-        "--drain", type=float, default=3.0, help="seconds to wait for the last alerts"
+        "--drain",
+        type=float,
+        default=10.0,
+        help="at most this many seconds to wait for the last alerts (ends once quiet)",
     )
     parser.add_argument(
         "--malformed-rate",

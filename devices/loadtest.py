@@ -60,6 +60,8 @@ MAP_PROBE_RULES: tuple[str, ...] = ("map.below_floor",)
 #: One echo probe (generator → broker → listener, without streamproc: the latency baseline)
 #: per this many readings.
 ECHO_EVERY = 50
+#: The drain ends early once no alert arrived for this long (s) and enough have come.
+DRAIN_QUIET_S = 1.0
 #: How long the listener may take to subscribe (s).
 LISTENER_READY_TIMEOUT_S = 15.0
 
@@ -91,7 +93,7 @@ class LoadConfig:
     # bad messages on the beds that do not breach, each rejected by streamproc with a reason
     malformed_rate: float = 0.0  # truncated JSON → malformed_json
     duplicate_rate: float = 0.0  # the same (device, seq) twice → duplicate
-    drain: float = 3.0  # wall seconds to wait for the last alerts
+    drain: float = 10.0  # at most this many wall seconds to wait for the last alerts
     watch_pids: tuple[tuple[str, int], ...] = ()  # (label, pid) of streamproc, broker...
     progress: bool = True
 
@@ -323,8 +325,7 @@ async def _drive(
             )
             for (label, pid), before in watched.items()
         }
-        await asyncio.sleep(cfg.drain)
-        link.poll()
+        await _drain(link, expected=len(plan.expected), limit=cfg.drain)
     return {
         "published": pipeline.acked - echoes,
         "stamps": pipeline.stamps,
@@ -333,6 +334,20 @@ async def _drive(
         "max_lag_ms": lag * 1000.0,
         "watched_cpu_s": watched_cpu,
     }
+
+
+async def _drain(link: _ListenerLink, *, expected: int, limit: float) -> None:
+    """Wait for the last alerts: until at least ``expected`` arrived and none came for a
+    second, or ``limit`` seconds at most."""
+    deadline = time.monotonic() + limit
+    count, changed = link.alerts, time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        link.poll()
+        if link.alerts != count:
+            count, changed = link.alerts, time.monotonic()
+        elif count >= expected and time.monotonic() - changed >= DRAIN_QUIET_S:
+            return
 
 
 async def _publish(

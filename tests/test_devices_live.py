@@ -32,6 +32,7 @@ pytestmark = pytest.mark.broker
 #: A compressed ward: 4 h of the longest scenario in a few seconds of wall time.
 SPEED = 2400.0
 WAIT_S = 90.0  # bound on every wait below
+QUIET_S = 5.0  # no alert for this long after the last reading: nothing more is coming
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +82,30 @@ class _Consumer:
             else:
                 self.status_at[body["bed"]] = to_epoch(datetime.fromisoformat(body["at"]))
 
-    async def wait_until_processed(self, last_ts: dict[str, float]) -> None:
+    async def wait_until_processed(self, plans: list[Any], start: float) -> None:
         """Until every bed's retained status has reached its last reading (polled: the
-        status is coalesced to about once a second per bed anyway)."""
+        status is coalesced to about once a second per bed anyway), then until every
+        expected alert is in or none came for a few seconds (alerts may lag readings)."""
+        last_ts = {p.bed: p.start_ts + p.duration_s - 2.0 for p in plans}
         while any(self.status_at.get(bed, 0.0) < ts for bed, ts in last_ts.items()):  # noqa: ASYNC110
             await asyncio.sleep(0.2)
-        await asyncio.sleep(1.0)  # alert events of the last readings
+        quiet_since, seen = time.monotonic(), self.count()
+        while time.monotonic() - quiet_since < QUIET_S and not self.complete(plans, start):
+            await asyncio.sleep(0.2)
+            if self.count() != seen:
+                quiet_since, seen = time.monotonic(), self.count()
+        await asyncio.sleep(1.0)  # a last unexpected alert would still be caught
+
+    def count(self) -> int:
+        return sum(len(alerts) for alerts in self.alerts.values())
+
+    def complete(self, plans: list[Any], start: float) -> bool:
+        return all(
+            not check_alerts(
+                p.scenario, self.alerts[p.bed], start_ts=start, with_arrival_clock=False
+            ).missing
+            for p in plans
+        )
 
 
 async def _run_ward(url: str) -> tuple[_Consumer, list[Any], float]:
@@ -95,7 +114,6 @@ async def _run_ward(url: str) -> tuple[_Consumer, list[Any], float]:
     plans = ward_plans(
         scenario="mix", beds=8, seed=5, ward="w1", start_ts=timeline.start_ts, duration=None
     )
-    last_ts = {p.bed: p.start_ts + p.duration_s - 2.0 for p in plans}
     consumer = _Consumer()
     async with asyncio.timeout(WAIT_S), connect(url, identifier="test-ward") as client:
         await client.subscribe("icu/w1/+/alerts", qos=1)
@@ -104,7 +122,7 @@ async def _run_ward(url: str) -> tuple[_Consumer, list[Any], float]:
         async with asyncio.TaskGroup() as group:
             collector = group.create_task(consumer.collect(client))
             await publish_ward(broker=url, plans=plans, timeline=timeline)
-            await consumer.wait_until_processed(last_ts)
+            await consumer.wait_until_processed(plans, timeline.start_ts)
             collector.cancel()
     return consumer, plans, timeline.start_ts
 
@@ -142,7 +160,7 @@ def test_short_load_test_loses_no_alert(service: LocalBroker, tmp_path: Path) ->
         breach_fraction=0.5,
         malformed_rate=0.01,
         duplicate_rate=0.01,
-        drain=2.0,
+        drain=15.0,  # ends early once the expected alerts are in
         progress=False,
     )
     started = time.monotonic()
