@@ -123,8 +123,8 @@ class Evaluator:
     def _bed(self, ward: str, bed: str) -> BedState:
         state = self._beds.get((ward, bed))
         if state is None:
-            self._rules(self.default_protocol)
-            state = self._beds[ward, bed] = BedState(ward, bed, self.default_protocol)
+            rules = self._rules(self.default_protocol)
+            state = self._beds[ward, bed] = BedState(ward, bed, self.default_protocol, rules)
         return state
 
     def _check_future(self, ts: float, arrival: float | None) -> None:
@@ -151,6 +151,7 @@ class Evaluator:
             self._check_future(ts, arrival)
         else:
             arrival = ts
+        seen = None
         if device is not None and seq is not None:
             seen = bed.seen.get(device)
             if seen is not None and seen.seen(seq):
@@ -169,13 +170,21 @@ class Evaluator:
         if context is not None and bed.trial_start is None and context.map_trial_until is not None:
             bed.trial_start = ts  # protocol.py: the trial starts with its first reading
         if device is not None:
-            arrivals = bed.arrivals
-            if device not in arrivals:
-                bed.tick_due = None  # device.offline starts watching this device
-            arrivals[device] = arrival
-            if seq is not None:
-                self._record_seq(bed, device, seq)
+            self._note_device(bed, device, arrival, seq, seen)
         return arrival
+
+    @staticmethod
+    def _note_device(
+        bed: BedState, device: str, arrival: float, seq: int | None, seen: DedupWindow | None
+    ) -> None:
+        arrivals = bed.arrivals
+        if device not in arrivals:
+            bed.tick_due = None  # device.offline starts watching this device
+        arrivals[device] = arrival
+        if seq is not None:
+            if seen is None:
+                seen = bed.seen[device] = DedupWindow(DEDUP_WIDTH)
+            seen.record(seq)
 
     def _feed_reading(self, event: Reading) -> list[AlertEventPayload]:
         # The hot path (a few µs per reading): kept flat on purpose, see `streamproc bench`.
@@ -184,7 +193,7 @@ class Evaluator:
             bed = self._bed(event.ward, event.bed)
         arrival = self._accept(bed, event)
         ts, values = event.ts, event.values
-        rules = self._rulesets[bed.protocol.name]
+        rules = bed.rules
         out: list[AlertEventPayload] = []
         alerts_open = bool(bed.alerts.alerts)
         latest = bed.latest
@@ -234,19 +243,12 @@ class Evaluator:
                     done.add(rule.name)
                     rule.check(bed, ts, out)
 
-    @staticmethod
-    def _record_seq(bed: BedState, device: str, seq: int) -> None:
-        seen = bed.seen.get(device)
-        if seen is None:
-            seen = bed.seen[device] = DedupWindow(DEDUP_WIDTH)
-        seen.record(seq)
-
     def _feed_artefact(self, event: ArtefactReading) -> list[AlertEventPayload]:
         bed = self._bed(event.ward, event.bed)
         self._check_future(event.ts, event.arrival)
         bed.artefacts.add(event.ts, artefact=True)
         out: list[AlertEventPayload] = []
-        self._rules(bed.protocol).artefact.check(bed, event.ts, event.signals, out)
+        bed.rules.artefact.check(bed, event.ts, event.signals, out)
         return out
 
     def _feed_waveform(self, event: WaveformChunk) -> list[AlertEventPayload]:
@@ -282,7 +284,7 @@ class Evaluator:
     ) -> list[AlertEventPayload]:
         """Clear the alerts of rules the new protocol does not have; keep the others."""
         bed.protocol = protocol
-        rules = self._rules(protocol)
+        rules = bed.rules = self._rules(protocol)
         enabled = set(protocol.rules.enabled())
         overdue = set() if rules.assessment is None else set(rules.assessment.spec.signals)
         at = _event_time(bed, arrival)
@@ -333,7 +335,7 @@ class Evaluator:
             due = bed.tick_due
             if due is not None and now < due:
                 continue
-            rules = self._rulesets[bed.protocol.name]
+            rules = bed.rules
             rules.signal_lost.tick(bed, now, out)
             rules.device_offline.tick(bed, now, out)
             if rules.assessment is not None:
@@ -382,7 +384,7 @@ class Evaluator:
             protocol=head.protocol,
             context="default" if state.context is None else "configured",
             at=format_ts(ts),
-            targets=self._rules(state.protocol).targets(state, ts),
+            targets=state.rules.targets(state, ts),
             latest={s: StatusValue(value=v, ts=format_ts(t)) for s, (v, t) in state.latest.items()},
             active_alerts=state.alerts.status(),
         )
@@ -441,8 +443,7 @@ class Evaluator:
                 raise ProtocolError(
                     f"snapshot names protocol {raw['protocol']!r}, which is unknown"
                 )
-            evaluator._rules(protocol)
-            bed = BedState.restore(raw, protocol)
+            bed = BedState.restore(raw, protocol, evaluator._rules(protocol))
             evaluator._beds[bed.ward, bed.bed] = bed
         return evaluator
 

@@ -196,11 +196,9 @@ class BandRule(ReadingRule):
         self.floor = protocol.floor
         self.onset_s, self.clear_s, self.max_gap_s = spec.onset_s, spec.clear_s, spec.max_gap_s
         bands = protocol.bands
-        # the MAP values that are fine under each band that holds for any event time
-        self.fine = {
-            False: self._fine(bands.standard),
-            True: self._fine(bands.chronic_hypertension),
-        }
+        # the MAP values that are fine under the two bands that hold at any event time
+        self.fine_standard = self._fine(bands.standard)
+        self.fine_hypertension = self._fine(bands.chronic_hypertension)
 
     def _fine(self, band: Band) -> tuple[float, float]:
         if self.below:
@@ -209,12 +207,17 @@ class BandRule(ReadingRule):
 
     def check(self, bed: BedState, ts: float, out: Out) -> None:
         context = bed.context
-        if context is None or context.map_trial_until is None:  # the band is fixed: fast path
-            hypertensive = context is not None and context.chronic_hypertension
-            low, high = self.fine[hypertensive]
-            if low <= bed.latest["map"][0] <= high and self.name not in bed.trackers:
-                return
-        super().check(bed, ts, out)
+        if context is None:
+            low, high = self.fine_standard
+        elif context.map_trial_until is not None:  # the band depends on the time: no shortcut
+            super().check(bed, ts, out)
+            return
+        elif context.chronic_hypertension:
+            low, high = self.fine_hypertension
+        else:
+            low, high = self.fine_standard
+        if not low <= bed.latest["map"][0] <= high or self.name in bed.trackers:
+            super().check(bed, ts, out)
 
     def condition(self, bed: BedState, ts: float) -> tuple[bool, bool]:
         value = bed.latest["map"][0]
