@@ -394,7 +394,7 @@ class ArtefactRule:
         is_open = bed.alerts.is_open(self.name)
         if not is_open and not bed.artefacts.recently_seen(ts):
             return
-        artefacts, clean = bed.artefacts.counts(ts)
+        artefacts, clean = bed.artefacts.counts()
         total = artefacts + clean
         spec = self.spec
         bad = artefacts >= spec.min_artefacts and artefacts > spec.dominant_fraction * total
