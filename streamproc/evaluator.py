@@ -45,7 +45,7 @@ from streamproc.models import AlertEventPayload, BedStatusPayload, Priority, Sta
 from streamproc.protocol import Band, Protocol, load_protocol, preset_names
 from streamproc.rules import RuleSet, build_rules
 from streamproc.timestamps import format_ts
-from streamproc.windows import DedupWindow
+from streamproc.windows import ArtefactWindow, DedupWindow
 
 __all__ = ["SNAPSHOT_VERSION", "Evaluator"]
 
@@ -244,8 +244,8 @@ class Evaluator:
                     rule.check(bed, ts, out)
 
     def _feed_artefact(self, event: ArtefactReading) -> list[AlertEventPayload]:
-        bed = self._bed(event.ward, event.bed)
         self._check_future(event.ts, event.arrival)
+        bed = self._bed(event.ward, event.bed)
         bed.artefacts.add(event.ts, artefact=True)
         out: list[AlertEventPayload] = []
         bed.rules.artefact.check(bed, event.ts, event.signals, out)
@@ -293,9 +293,12 @@ class Evaluator:
             signal = rule.removeprefix(_OVERDUE_PREFIX)
             if rule in enabled or (rule.startswith(_OVERDUE_PREFIX) and signal in overdue):
                 continue
-            event = bed.alerts.clear_one(bed.header(), rule, at)
-            out.append(event)
-            bed.trackers.pop(rule, None)
+            out.append(bed.alerts.clear_one(bed.header(), rule, at))
+        for rule in list(bed.trackers):  # pending conditions of rules that are now off
+            if rule not in rules.reading_rules:
+                del bed.trackers[rule]
+        if bed.artefacts.span != protocol.rules.signal_artefact.window_s:
+            bed.artefacts = ArtefactWindow(protocol.rules.signal_artefact.window_s)
         return out
 
     def _discharge(self, key: BedKey, arrival: float | None) -> list[AlertEventPayload]:
