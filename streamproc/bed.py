@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Final
 from streamproc.alerts import AlertBook, Header
 from streamproc.events import BedContext
 from streamproc.protocol import Protocol
+from streamproc.waveform import WaveformState
 from streamproc.windows import ArtefactWindow, DedupWindow, RollingWindow, SustainedCondition
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class BedState:
         "trackers",
         "trial_start",
         "ward",
+        "waveform",
     )
 
     def __init__(self, ward: str, bed: str, protocol: Protocol, rules: RuleSet) -> None:
@@ -62,6 +64,8 @@ class BedState:
         self.artefacts = ArtefactWindow(protocol.rules.signal_artefact.window_s)
         self.trackers: dict[str, SustainedCondition] = {}
         self.alerts = AlertBook()
+        #: ABP waveform → 1-s MAP state (design §3.2); created by the bed's first chunk
+        self.waveform: WaveformState | None = None
         #: cache of the earliest time an assessment can fall due (None: work it out); not
         #: state, so not in snapshots
         self.overdue_next: float | None = None
@@ -99,6 +103,7 @@ class BedState:
             "artefacts": self.artefacts.snapshot(),
             "trackers": {k: v.snapshot() for k, v in self.trackers.items()},
             "alerts": self.alerts.snapshot(),
+            "waveform": None if self.waveform is None else self.waveform.snapshot(),
         }
 
     @classmethod
@@ -115,4 +120,6 @@ class BedState:
         state.artefacts = ArtefactWindow.restore(data["artefacts"])
         state.trackers = {k: SustainedCondition.restore(v) for k, v in data["trackers"].items()}
         state.alerts = AlertBook.restore(data["alerts"])
+        waveform = data.get("waveform")  # absent in snapshots from before waveforms
+        state.waveform = None if waveform is None else WaveformState.restore(waveform)
         return state

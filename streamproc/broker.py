@@ -8,6 +8,7 @@ hold readings published while the processor restarts.
 
 from __future__ import annotations
 
+import getpass
 import logging
 import shutil
 import socket
@@ -30,6 +31,9 @@ allow_anonymous true
 set_tcp_nodelay true
 persistence {persistence}
 persistence_location {workdir}/
+# started as root, mosquitto drops to the user "mosquitto", which cannot write the workdir
+# (sessions would then not survive a restart); as anyone else this line changes nothing
+user {user}
 # readings that wait in a persistent session while the processor restarts
 max_queued_messages 1000000
 max_inflight_messages 0
@@ -83,6 +87,7 @@ class LocalBroker:
             port=self.port,
             persistence="true" if self.persistence else "false",
             workdir=self.workdir,
+            user=getpass.getuser(),
         )
         self.config_path.write_text(text + self.extra_config, encoding="utf-8")
         return self.config_path

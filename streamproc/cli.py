@@ -24,6 +24,9 @@ COMMAND_MODULES = (
     "streamproc.protocol_cli",
     "streamproc.replay",
     "streamproc.bench",
+    "streamproc.service",
+    "streamproc.demo",
+    "streamproc.bench_service",
 )
 
 
@@ -43,7 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
     for name in COMMAND_MODULES:
-        importlib.import_module(name).configure_parser(subparsers)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise  # a missing dependency inside the module is a real error
+            continue  # a command whose module is not part of this build
+        module.configure_parser(subparsers)
     return parser
 
 

@@ -45,6 +45,7 @@ from streamproc.models import AlertEventPayload, BedStatusPayload, Priority, Sta
 from streamproc.protocol import Band, Protocol, load_protocol, preset_names
 from streamproc.rules import RuleSet, build_rules
 from streamproc.timestamps import format_ts
+from streamproc.waveform import WaveformState, derive_events
 from streamproc.windows import ArtefactWindow, DedupWindow
 
 __all__ = ["SNAPSHOT_VERSION", "Evaluator"]
@@ -252,12 +253,24 @@ class Evaluator:
         return out
 
     def _feed_waveform(self, event: WaveformChunk) -> list[AlertEventPayload]:
-        # The dispatch point for ABP waveform chunks. Deriving 1-s MAP numerics and
-        # artefact flags from them (design §3.2) is streamproc/waveform.py's job, which is
-        # wired in here once it lands; until then a chunk is only counted, never judged.
-        del event
+        """ABP samples → 1-s MAP readings or MAP artefacts (design §3.2), judged like numerics.
+
+        ``streamproc.waveform`` derives them deterministically from the samples, so a replay
+        gives the same readings as live. A derived MAP older than a numeric MAP already
+        evaluated for the bed is dropped: the monitor's own numeric came first.
+        """
+        bed = self._bed(event.ward, event.bed)
+        self._check_future(event.t0 + len(event.samples) / event.fs, event.arrival)
+        if bed.waveform is None:
+            bed.waveform = WaveformState()
         self.waveform_chunks += 1
-        return []
+        out: list[AlertEventPayload] = []
+        for derived in derive_events(bed.waveform, event):
+            try:
+                out += self.feed(derived)
+            except RejectedReading:
+                continue
+        return out
 
     def _feed_context(self, event: ContextUpdate) -> list[AlertEventPayload]:
         key = (event.ward, event.bed)
