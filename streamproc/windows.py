@@ -177,7 +177,6 @@ class ArtefactWindow:
         "clean",
         "head",
         "last_artefact",
-        "seconds",
         "span",
         "total_artefacts",
         "total_clean",
@@ -185,8 +184,7 @@ class ArtefactWindow:
 
     def __init__(self, span: float) -> None:
         self.span = span
-        size = int(span)
-        self.seconds: list[int | None] = [None] * size
+        size = int(span)  # bucket i holds the second s with s % size == i in the window
         self.clean = [0] * size
         self.artefacts = [0] * size
         self.total_clean = self.total_artefacts = 0
@@ -196,15 +194,16 @@ class ArtefactWindow:
     def _bucket(self, ts: float) -> int | None:
         """The bucket of ``ts``'s second, after moving the window on; None if too old."""
         second = int(ts // 1)
-        head, seconds = self.head, self.seconds
-        size = len(seconds)
-        if head is None or second > head:
-            start = second - size + 1 if head is None else max(head + 1, second - size + 1)
-            for old in range(start, second + 1):  # these buckets now hold expired seconds
+        head = self.head
+        size = len(self.clean)
+        if head is None:  # the first reading: every bucket is empty
+            self.head = second
+        elif second > head:
+            for old in range(max(head + 1, second - size + 1), second + 1):  # expired buckets
                 index = old % size
                 self.total_clean -= self.clean[index]
                 self.total_artefacts -= self.artefacts[index]
-                seconds[index], self.clean[index], self.artefacts[index] = old, 0, 0
+                self.clean[index], self.artefacts[index] = 0, 0
             self.head = second
         elif second <= head - size:
             return None
@@ -223,14 +222,22 @@ class ArtefactWindow:
             self.total_clean += 1
 
     def add_clean(self, ts: float) -> None:
-        """A clean reading at ``ts`` (the hot path)."""
+        """A clean reading at ``ts`` (the hot path: same second, or the next one)."""
         second = int(ts // 1)
-        if second == self.head:  # the common case: another reading in the newest second
-            index = second % len(self.seconds)
-            self.clean[index] += 1
-            self.total_clean += 1
-        else:
+        head = self.head
+        if head is None or not head <= second <= head + 1:
             self.add(ts, artefact=False)
+            return
+        clean = self.clean
+        index = second % len(clean)
+        if second != head:  # one second on: the oldest bucket leaves the window
+            self.total_clean -= clean[index] - 1
+            self.total_artefacts -= self.artefacts[index]
+            clean[index], self.artefacts[index] = 1, 0
+            self.head = second
+        else:
+            clean[index] += 1
+            self.total_clean += 1
 
     def recently_seen(self, ts: float) -> bool:
         """Whether any artefact lies within ``span`` before ``ts`` (cheap pre-check)."""
@@ -243,7 +250,6 @@ class ArtefactWindow:
     def snapshot(self) -> dict[str, Any]:
         return {
             "span": self.span,
-            "seconds": list(self.seconds),
             "clean": list(self.clean),
             "artefacts": list(self.artefacts),
             "totals": [self.total_artefacts, self.total_clean],
@@ -253,11 +259,31 @@ class ArtefactWindow:
 
     @classmethod
     def restore(cls, data: dict[str, Any]) -> ArtefactWindow:
+        if "totals" not in data:
+            return cls._restore_stamped(data)
         window = cls(data["span"])
-        window.seconds, window.clean = list(data["seconds"]), list(data["clean"])
+        window.clean = list(data["clean"])
         window.artefacts, window.last_artefact = list(data["artefacts"]), data["last_artefact"]
         window.total_artefacts, window.total_clean = data["totals"]
         window.head = data["head"]
+        return window
+
+    @classmethod
+    def _restore_stamped(cls, data: dict[str, Any]) -> ArtefactWindow:
+        """A snapshot of the earlier layout (a second stamp per bucket, no totals)."""
+        window = cls(data["span"])
+        window.last_artefact = data["last_artefact"]
+        stamps: list[int] = data["seconds"]
+        window.head = max(stamps) if max(stamps) >= 0 else None
+        if window.head is None:
+            return window
+        for index, second in enumerate(stamps):
+            if window.head - len(stamps) < second <= window.head:
+                window.clean[index], window.artefacts[index] = (
+                    data["clean"][index],
+                    data["artefacts"][index],
+                )
+        window.total_clean, window.total_artefacts = sum(window.clean), sum(window.artefacts)
         return window
 
 

@@ -107,3 +107,19 @@ def test_artefact_window_matches_brute_force(steps: list[tuple[float, bool]]) ->
         inside = [a for second, a in seen if head - 60 < second <= head]
         assert window.counts() == (sum(inside), len(inside) - sum(inside))
         window = ArtefactWindow.restore(json.loads(json.dumps(window.snapshot())))
+
+
+def test_artefact_window_restores_the_earlier_snapshot_layout() -> None:
+    # the layout before running totals: a second stamp per bucket, -1 for never used
+    old = {
+        "span": 60.0,
+        "seconds": [120, 121, *([-1] * 57), 59],
+        "clean": [3, 1, *([0] * 57), 5],
+        "artefacts": [1, 0, *([0] * 57), 2],
+        "last_artefact": 120.5,
+    }
+    window = ArtefactWindow.restore(old)
+    assert window.head == 121
+    assert window.counts() == (1, 4)  # second 59 is outside (61, 121]
+    window.add_clean(122.0)
+    assert window.counts() == (1, 5)
