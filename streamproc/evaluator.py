@@ -203,13 +203,15 @@ class Evaluator:
         bed.artefacts.add_clean(ts)
         if "map" in values:
             bed.map_window.add(ts, values["map"])
-            if bed.map_arrival is None:
-                bed.tick_due = None  # signal.lost starts watching this bed
+            # a first MAP: signal.lost starts watching this bed, so work out the next tick again
+            bed.tick_due = None if bed.map_arrival is None else bed.tick_due
             bed.map_arrival = arrival
         if alerts_open:  # the clock rules clear when what they missed arrives
             self._seen(bed, rules, event, arrival, out)
         if len(values) == 1:
-            for signal in values:
+            for signal, value in values.items():
+                if not bed.trackers and self._quiet(bed, rules, signal, value):
+                    continue
                 for rule in rules.by_signal.get(signal, ()):
                     rule.check(bed, ts, out)
         else:
@@ -222,6 +224,16 @@ class Evaluator:
         if out:
             bed.tick_due = None  # alerts changed: work out the next tick again
         return out
+
+    @staticmethod
+    def _quiet(bed: BedState, rules: RuleSet, signal: str, value: float) -> bool:
+        """Whether ``value`` can move none of ``signal``'s rules (none is pending or raised)."""
+        ranges = rules.quiet.get(signal)
+        context = bed.context
+        if ranges is None or (context is not None and context.map_trial_until is not None):
+            return False  # a MAP trial makes the band depend on the time: judge in full
+        low, high = ranges[context is not None and context.chronic_hypertension]
+        return low <= value <= high
 
     @staticmethod
     def _seen(
