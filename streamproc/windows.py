@@ -177,6 +177,7 @@ class ArtefactWindow:
         "clean",
         "head",
         "last_artefact",
+        "size",
         "span",
         "total_artefacts",
         "total_clean",
@@ -184,7 +185,7 @@ class ArtefactWindow:
 
     def __init__(self, span: float) -> None:
         self.span = span
-        size = int(span)  # bucket i holds the second s with s % size == i in the window
+        size = self.size = int(span)  # bucket i: the second s ≡ i (mod size) in the window
         self.clean = [0] * size
         self.artefacts = [0] * size
         self.total_clean = self.total_artefacts = 0
@@ -222,22 +223,22 @@ class ArtefactWindow:
             self.total_clean += 1
 
     def add_clean(self, ts: float) -> None:
-        """A clean reading at ``ts`` (the hot path: same second, or the next one)."""
+        """A clean reading at ``ts`` (the hot path: the newest second, or the next one)."""
         second = int(ts // 1)
         head = self.head
-        if head is None or not head <= second <= head + 1:
-            self.add(ts, artefact=False)
-            return
-        clean = self.clean
-        index = second % len(clean)
-        if second != head:  # one second on: the oldest bucket leaves the window
-            self.total_clean -= clean[index] - 1
-            self.total_artefacts -= self.artefacts[index]
-            clean[index], self.artefacts[index] = 1, 0
-            self.head = second
-        else:
-            clean[index] += 1
-            self.total_clean += 1
+        if head is not None:
+            if second == head:
+                self.clean[second % self.size] += 1
+                self.total_clean += 1
+                return
+            if second == head + 1:  # one second on: the oldest bucket leaves the window
+                clean, index = self.clean, second % self.size
+                self.total_clean += 1 - clean[index]
+                self.total_artefacts -= self.artefacts[index]
+                clean[index], self.artefacts[index] = 1, 0
+                self.head = second
+                return
+        self.add(ts, artefact=False)
 
     def recently_seen(self, ts: float) -> bool:
         """Whether any artefact lies within ``span`` before ``ts`` (cheap pre-check)."""
