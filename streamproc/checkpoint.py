@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,8 +33,14 @@ class CheckpointStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # the service writes from a worker thread, and once more on shutdown
+        self._writing = threading.Lock()
 
     def save(self, snapshot: Mapping[str, Any], *, saved_at: float | None = None) -> None:
+        with self._writing:
+            self._save(snapshot, saved_at)
+
+    def _save(self, snapshot: Mapping[str, Any], saved_at: float | None) -> None:
         document = {
             "format": CHECKPOINT_FORMAT,
             "saved_at": time.time() if saved_at is None else saved_at,
