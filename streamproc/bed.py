@@ -8,6 +8,7 @@ from typing import Any, Final
 from streamproc.alerts import AlertBook, Header
 from streamproc.events import BedContext
 from streamproc.protocol import Protocol
+from streamproc.waveform import WaveformState
 from streamproc.windows import ArtefactWindow, DedupWindow, RollingWindow, SustainedCondition
 
 __all__ = ["DEDUP_WIDTH", "MAP_WINDOW_S", "BedState"]
@@ -32,11 +33,14 @@ class BedState:
         "map_arrival",
         "map_window",
         "newest_ts",
+        "overdue_next",
         "protocol",
         "seen",
+        "tick_due",
         "trackers",
         "trial_start",
         "ward",
+        "waveform",
     )
 
     def __init__(self, ward: str, bed: str, protocol: Protocol) -> None:
@@ -55,6 +59,13 @@ class BedState:
         self.artefacts = ArtefactWindow(protocol.rules.signal_artefact.window_s)
         self.trackers: dict[str, SustainedCondition] = {}
         self.alerts = AlertBook()
+        #: ABP waveform → 1-s MAP state (design §3.2); created by the bed's first chunk
+        self.waveform: WaveformState | None = None
+        #: cache of the earliest time an assessment can fall due (None: work it out); not
+        #: state, so not in snapshots
+        self.overdue_next: float | None = None
+        #: cache: no clock rule can fire before this time (None: run them at the next tick)
+        self.tick_due: float | None = None
 
     def header(self) -> Header:
         patient = None if self.context is None else self.context.patient
@@ -87,6 +98,7 @@ class BedState:
             "artefacts": self.artefacts.snapshot(),
             "trackers": {k: v.snapshot() for k, v in self.trackers.items()},
             "alerts": self.alerts.snapshot(),
+            "waveform": None if self.waveform is None else self.waveform.snapshot(),
         }
 
     @classmethod
@@ -103,4 +115,6 @@ class BedState:
         state.artefacts = ArtefactWindow.restore(data["artefacts"])
         state.trackers = {k: SustainedCondition.restore(v) for k, v in data["trackers"].items()}
         state.alerts = AlertBook.restore(data["alerts"])
+        waveform = data.get("waveform")  # absent in snapshots from before waveforms
+        state.waveform = None if waveform is None else WaveformState.restore(waveform)
         return state

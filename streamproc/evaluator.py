@@ -26,6 +26,7 @@ open alerts are cleared and its state forgotten).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -41,9 +42,10 @@ from streamproc.events import (
     WaveformChunk,
 )
 from streamproc.models import AlertEventPayload, BedStatusPayload, Priority, StatusValue
-from streamproc.protocol import Protocol, load_protocol, preset_names
+from streamproc.protocol import Band, Protocol, load_protocol, preset_names
 from streamproc.rules import RuleSet, build_rules
 from streamproc.timestamps import format_ts
+from streamproc.waveform import WaveformState, derive_events
 from streamproc.windows import DedupWindow
 
 __all__ = ["SNAPSHOT_VERSION", "Evaluator"]
@@ -102,6 +104,15 @@ class Evaluator:
         """Evaluate one event; raises :class:`RejectedReading` for late/future/duplicate."""
         if isinstance(event, Reading):
             return self._feed_reading(event)
+        alerts = self._feed_other(event)
+        bed = self._beds.get((event.ward, event.bed))
+        if bed is not None:
+            bed.tick_due = None  # alerts or context changed: work out the next tick again
+        return alerts
+
+    def _feed_other(
+        self, event: ArtefactReading | WaveformChunk | ContextUpdate | Ack
+    ) -> list[AlertEventPayload]:
         if isinstance(event, ArtefactReading):
             return self._feed_artefact(event)
         if isinstance(event, WaveformChunk):
@@ -113,6 +124,7 @@ class Evaluator:
     def _bed(self, ward: str, bed: str) -> BedState:
         state = self._beds.get((ward, bed))
         if state is None:
+            self._rules(self.default_protocol)
             state = self._beds[ward, bed] = BedState(ward, bed, self.default_protocol)
         return state
 
@@ -124,58 +136,98 @@ class Evaluator:
                 f"(allowed {self.future_skew:g} s): check the device's clock",
             )
 
-    def _check_order(self, bed: BedState, event: Reading) -> None:
-        device, seq = event.device, event.seq
+    @staticmethod
+    def _reject_late(latest: dict[str, tuple[float, float]], event: Reading) -> None:
+        ts = event.ts
+        late = [s for s in event.values if s in latest and ts <= latest[s][1]]
+        newest = max(latest[s][1] for s in late)
+        raise RejectedReading(
+            "late", f"{', '.join(late)} at {format_ts(ts)} is not newer than {format_ts(newest)}"
+        )
+
+    def _accept(self, bed: BedState, event: Reading) -> float:
+        """Reject a future, duplicate or late reading, else note it; returns the arrival time."""
+        ts, arrival, device, seq = event.ts, event.arrival, event.device, event.seq
+        if arrival is not None:
+            self._check_future(ts, arrival)
+        else:
+            arrival = ts
         if device is not None and seq is not None:
             seen = bed.seen.get(device)
             if seen is not None and seen.seen(seq):
                 raise RejectedReading("duplicate", f"device {device} seq {seq} already seen")
-        latest, ts = bed.latest, event.ts
-        late = [s for s in event.values if s in latest and ts <= latest[s][1]]
-        if late:
-            newest = max(latest[s][1] for s in late)
-            raise RejectedReading(
-                "late",
-                f"{', '.join(late)} at {format_ts(ts)} is not newer than {format_ts(newest)}",
-            )
+        latest = bed.latest
+        for signal in event.values:  # equal time counts as late: module docstring
+            found = latest.get(signal)
+            if found is not None and ts <= found[1]:
+                self._reject_late(latest, event)
+        newest = bed.newest_ts
+        if newest is None or ts > newest:
+            bed.newest_ts = ts
+        if newest is None:
+            bed.first_ts = ts
+        context = bed.context
+        if context is not None and bed.trial_start is None and context.map_trial_until is not None:
+            bed.trial_start = ts  # protocol.py: the trial starts with its first reading
+        if device is not None:
+            arrivals = bed.arrivals
+            if device not in arrivals:
+                bed.tick_due = None  # device.offline starts watching this device
+            arrivals[device] = arrival
+            if seq is not None:
+                self._record_seq(bed, device, seq)
+        return arrival
 
     def _feed_reading(self, event: Reading) -> list[AlertEventPayload]:
-        bed = self._bed(event.ward, event.bed)
-        self._check_future(event.ts, event.arrival)
-        self._check_order(bed, event)
+        # The hot path (a few µs per reading): kept flat on purpose, see `streamproc bench`.
+        bed = self._beds.get((event.ward, event.bed))
+        if bed is None:
+            bed = self._bed(event.ward, event.bed)
+        arrival = self._accept(bed, event)
         ts, values = event.ts, event.values
-        arrival = ts if event.arrival is None else event.arrival
-        self._note_time(bed, ts)
-        rules = self._rules(bed.protocol)
+        rules = self._rulesets[bed.protocol.name]
         out: list[AlertEventPayload] = []
-        if event.device is not None:
-            self._note_device(bed, event.device, event.seq, arrival)
-            rules.device_offline.seen(bed, ts, arrival, out)
+        alerts_open = bool(bed.alerts.alerts)
         latest = bed.latest
         for signal, value in values.items():
             latest[signal] = (value, ts)
-        bed.artefacts.add(ts, artefact=False)
+        bed.artefacts.add_clean(ts)
         if "map" in values:
             bed.map_window.add(ts, values["map"])
+            if bed.map_arrival is None:
+                bed.tick_due = None  # signal.lost starts watching this bed
             bed.map_arrival = arrival
-            rules.signal_lost.seen(bed, ts, out)
-        self._judge(bed, rules, values, ts, out)
-        rules.artefact.check(bed, ts, (), out)
-        if rules.assessment is not None:
+        if alerts_open:  # the clock rules clear when what they missed arrives
+            self._seen(bed, rules, event, arrival, out)
+        if len(values) == 1:
             for signal in values:
-                rules.assessment.seen(bed, signal, ts, out)
+                for rule in rules.by_signal.get(signal, ()):
+                    rule.check(bed, ts, out)
+        else:
+            self._judge(bed, rules, values, ts, out)
+        if alerts_open or bed.artefacts.last_artefact is not None:
+            rules.artefact.check(bed, ts, (), out)
+        assessment = rules.assessment
+        if assessment is not None and not assessment.rule_names.keys().isdisjoint(values):
+            assessment.seen(bed, values, ts, out)
+        if out:
+            bed.tick_due = None  # alerts changed: work out the next tick again
         return out
+
+    @staticmethod
+    def _seen(
+        bed: BedState, rules: RuleSet, event: Reading, arrival: float, out: list[Any]
+    ) -> None:
+        if event.device is not None:
+            rules.device_offline.seen(bed, event.ts, arrival, out)
+        if "map" in event.values:
+            rules.signal_lost.seen(bed, event.ts, out)
 
     @staticmethod
     def _judge(
         bed: BedState, rules: RuleSet, values: Mapping[str, float], ts: float, out: list[Any]
     ) -> None:
         by_signal = rules.by_signal
-        if len(values) == 1:
-            for signal in values:
-                for rule in by_signal.get(signal, ()):
-                    rule.check(bed, ts, out)
-            return
         done: set[str] = set()  # a rule triggered by several signals runs once
         for signal in values:
             for rule in by_signal.get(signal, ()):
@@ -184,23 +236,11 @@ class Evaluator:
                     rule.check(bed, ts, out)
 
     @staticmethod
-    def _note_time(bed: BedState, ts: float) -> None:
-        if bed.first_ts is None:
-            bed.first_ts = ts
-        if bed.newest_ts is None or ts > bed.newest_ts:
-            bed.newest_ts = ts
-        context = bed.context
-        if context is not None and context.map_trial_until is not None and bed.trial_start is None:
-            bed.trial_start = ts  # protocol.py: the trial starts with its first reading
-
-    @staticmethod
-    def _note_device(bed: BedState, device: str, seq: int | None, arrival: float) -> None:
-        bed.arrivals[device] = arrival
-        if seq is not None:
-            seen = bed.seen.get(device)
-            if seen is None:
-                seen = bed.seen[device] = DedupWindow(DEDUP_WIDTH)
-            seen.record(seq)
+    def _record_seq(bed: BedState, device: str, seq: int) -> None:
+        seen = bed.seen.get(device)
+        if seen is None:
+            seen = bed.seen[device] = DedupWindow(DEDUP_WIDTH)
+        seen.record(seq)
 
     def _feed_artefact(self, event: ArtefactReading) -> list[AlertEventPayload]:
         bed = self._bed(event.ward, event.bed)
@@ -211,12 +251,24 @@ class Evaluator:
         return out
 
     def _feed_waveform(self, event: WaveformChunk) -> list[AlertEventPayload]:
-        # The dispatch point for ABP waveform chunks. Deriving 1-s MAP numerics and
-        # artefact flags from them (design §3.2) is streamproc/waveform.py's job, which is
-        # wired in here once it lands; until then a chunk is only counted, never judged.
-        del event
+        """ABP samples → 1-s MAP readings or MAP artefacts (design §3.2), judged like numerics.
+
+        ``streamproc.waveform`` derives them deterministically from the samples, so a replay
+        gives the same readings as live. A derived MAP older than a numeric MAP already
+        evaluated for the bed is dropped: the monitor's own numeric came first.
+        """
+        bed = self._bed(event.ward, event.bed)
+        self._check_future(event.t0 + len(event.samples) / event.fs, event.arrival)
+        if bed.waveform is None:
+            bed.waveform = WaveformState()
         self.waveform_chunks += 1
-        return []
+        out: list[AlertEventPayload] = []
+        for derived in derive_events(bed.waveform, event):
+            try:
+                out += self.feed(derived)
+            except RejectedReading:
+                continue
+        return out
 
     def _feed_context(self, event: ContextUpdate) -> list[AlertEventPayload]:
         key = (event.ward, event.bed)
@@ -232,6 +284,7 @@ class Evaluator:
         if previous is None or previous.map_trial_until != event.context.map_trial_until:
             bed.trial_start = None
         bed.context = event.context
+        bed.overdue_next = None  # protocol_started may have moved
         out: list[AlertEventPayload] = []
         if protocol is not bed.protocol:
             out = self._switch_protocol(bed, protocol, event.arrival)
@@ -281,17 +334,50 @@ class Evaluator:
     # -- ticks ---------------------------------------------------------------------------
 
     def advance(self, now: float) -> list[AlertEventPayload]:
-        """The tick: rules on the clock and escalation, at ``now``."""
+        """The tick: rules on the clock and escalation, at ``now``.
+
+        Each bed caches the earliest time one of them can fire (``tick_due``); until then
+        the bed is skipped, which changes nothing but the cost. Arrivals only ever move
+        that time later; anything else that could move it earlier (an alert event, an
+        acknowledgement, a context) drops the cache.
+        """
         out: list[AlertEventPayload] = []
         for bed in self._beds.values():
-            rules = self._rules(bed.protocol)
+            due = bed.tick_due
+            if due is not None and now < due:
+                continue
+            rules = self._rulesets[bed.protocol.name]
             rules.signal_lost.tick(bed, now, out)
             rules.device_offline.tick(bed, now, out)
             if rules.assessment is not None:
                 rules.assessment.tick(bed, now, out)
             if bed.alerts.alerts:
                 out.extend(bed.alerts.escalate(bed.header(), now, bed.protocol.escalation))
+            bed.tick_due = self._next_tick(bed, rules)
         return out
+
+    @staticmethod
+    def _next_tick(bed: BedState, rules: RuleSet) -> float | None:
+        """The earliest time a clock rule or escalation of ``bed`` can fire (None: next tick)."""
+        open_ = bed.alerts.alerts
+        dues = []
+        if bed.map_arrival is not None and rules.signal_lost.name not in open_:
+            dues.append(bed.map_arrival + rules.signal_lost.spec.after_s)
+        if bed.arrivals:
+            if rules.device_offline.name in open_:
+                return None  # the set of silent devices may grow at any tick
+            dues.append(min(bed.arrivals.values()) + rules.device_offline.spec.after_s)
+        if rules.assessment is not None:
+            if bed.overdue_next is None:
+                return None
+            dues.append(bed.overdue_next)
+        escalation = bed.protocol.escalation
+        dues += [
+            alert.raised_at + escalation.after_s
+            for alert in open_.values()
+            if alert.state == "active" and alert.priority == escalation.from_priority
+        ]
+        return min(dues, default=math.inf)
 
     # -- views ---------------------------------------------------------------------------
 
@@ -313,6 +399,13 @@ class Evaluator:
             latest={s: StatusValue(value=v, ts=format_ts(t)) for s, (v, t) in state.latest.items()},
             active_alerts=state.alerts.status(),
         )
+
+    def band_in_force(self, ward: str, bed: str, ts: float) -> Band | None:
+        """The MAP band in force for a known bed at event time ``ts`` (its context and trial)."""
+        state = self._beds.get((ward, bed))
+        if state is None:
+            return None
+        return state.protocol.band_at(state.context, ts, state.trial_start)
 
     def beds(self) -> list[tuple[str, str]]:
         return list(self._beds)
@@ -361,6 +454,7 @@ class Evaluator:
                 raise ProtocolError(
                     f"snapshot names protocol {raw['protocol']!r}, which is unknown"
                 )
+            evaluator._rules(protocol)
             bed = BedState.restore(raw, protocol)
             evaluator._beds[bed.ward, bed.bed] = bed
         return evaluator

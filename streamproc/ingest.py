@@ -18,7 +18,7 @@ from streamproc.evaluator import Evaluator
 from streamproc.events import Event, Rejection
 from streamproc.models import AlertEventPayload
 
-__all__ = ["Outcome", "ingest"]
+__all__ = ["Outcome", "feed_decoded", "ingest"]
 
 
 @dataclass(slots=True)
@@ -40,6 +40,14 @@ def ingest(
 ) -> Outcome:
     """Decode one message and feed it; ``received`` is the wall clock live, ``None`` offline."""
     decoded = decode(topic, payload, received=received, max_bytes=max_bytes)
+    return feed_decoded(evaluator, topic, payload, decoded)
+
+
+def feed_decoded(
+    evaluator: Evaluator, topic: str, payload: bytes, decoded: Event | Rejection
+) -> Outcome:
+    """The second half of :func:`ingest`, for a driver that looks at the event first
+    (offline replay ticks the clock up to a reading's time before feeding it)."""
     if isinstance(decoded, Rejection):
         return Outcome(None, decoded, _feed_artefact(evaluator, decoded))
     try:

@@ -31,6 +31,7 @@ from streamproc.models import AlertEventPayload
 from streamproc.protocol import (
     ArtefactSpec,
     AssessmentSpec,
+    Band,
     BandSpec,
     LatestSpec,
     PerfusionSpec,
@@ -68,14 +69,16 @@ class ReadingRule:
 
     def check(self, bed: BedState, ts: float, out: Out) -> None:
         bad, good = self.condition(bed, ts)
-        tracker = bed.tracker(self.name)
-        if not bad and tracker.phase == "idle":  # the common case, kept cheap
-            if tracker.last is None or ts > tracker.last:
-                tracker.last = ts
-            return
+        tracker = bed.trackers.get(self.name)
+        if not bad and (tracker is None or tracker.phase == "idle"):
+            return  # the common case; an idle tracker needs no bookkeeping
+        if tracker is None:
+            tracker = bed.tracker(self.name)
         move = tracker.update(
             ts, bad, good, onset_s=self.onset_s, clear_s=self.clear_s, max_gap_s=self.max_gap_s
         )
+        if tracker.phase == "idle":  # an idle tracker holds nothing worth keeping
+            del bed.trackers[self.name]
         self.settle(bed, move, ts, out)
 
     def settle(self, bed: BedState, move: str | None, ts: float, out: Out) -> None:
@@ -88,7 +91,7 @@ class ReadingRule:
             )
         elif move == CLEAR:
             _append(out, bed.alerts.close(bed.header(), self.name, ts))
-        elif bed.trackers[self.name].active:
+        elif bed.failing(self.name):
             change = self.protocol.updates.min_relative_change
             _append(
                 out, bed.alerts.update(bed.header(), self.name, ts, self.observe(bed, ts), change)
@@ -155,6 +158,12 @@ class SustainedRule(ReadingRule):
         self.clear_high = self.high - spec.clear_margin
         self.onset_s, self.clear_s, self.max_gap_s = spec.onset_s, spec.clear_s, spec.max_gap_s
 
+    def check(self, bed: BedState, ts: float, out: Out) -> None:
+        # fast path: not bad, and nothing to clear (only non-idle trackers are kept)
+        if self.low <= bed.latest[self.signal][0] <= self.high and self.name not in bed.trackers:
+            return
+        super().check(bed, ts, out)
+
     def condition(self, bed: BedState, ts: float) -> tuple[bool, bool]:
         value = bed.latest[self.signal][0]
         bad = value < self.low or value > self.high
@@ -183,19 +192,46 @@ class BandRule(ReadingRule):
     def __init__(self, name: str, spec: BandSpec, protocol: Protocol) -> None:
         super().__init__(name, spec, protocol)
         self.below = spec.side == "below"
+        self.only_when_perfused = spec.only_when_perfused
         self.floor = protocol.floor
         self.onset_s, self.clear_s, self.max_gap_s = spec.onset_s, spec.clear_s, spec.max_gap_s
+        bands = protocol.bands
+        # the MAP values that are fine under each band that holds for any event time
+        self.fine = {
+            False: self._fine(bands.standard),
+            True: self._fine(bands.chronic_hypertension),
+        }
+
+    def _fine(self, band: Band) -> tuple[float, float]:
+        if self.below:
+            return (band.low if band.low > self.floor else -_INF, _INF)
+        return (-_INF, band.high)
+
+    def check(self, bed: BedState, ts: float, out: Out) -> None:
+        context = bed.context
+        if context is None or context.map_trial_until is None:  # the band is fixed: fast path
+            hypertensive = context is not None and context.chronic_hypertension
+            low, high = self.fine[hypertensive]
+            if low <= bed.latest["map"][0] <= high and self.name not in bed.trackers:
+                return
+        super().check(bed, ts, out)
 
     def condition(self, bed: BedState, ts: float) -> tuple[bool, bool]:
         value = bed.latest["map"][0]
-        band = self.protocol.band_at(bed.context, ts, bed.trial_start)
+        context = bed.context
+        if context is None:
+            band = self.protocol.bands.standard
+        else:
+            band = self.protocol.band_at(context, ts, bed.trial_start)
         margin = self.spec.clear_margin
         if self.below:
             if band.low <= self.floor:  # design §4: map.below_floor covers this band
                 return False, True
             return value < band.low, value >= band.low + margin
-        unperfused = self.spec.only_when_perfused and bed.failing(_PERFUSION)
-        return value > band.high and not unperfused, value <= band.high - margin or unperfused
+        if value <= band.high:
+            return False, value <= band.high - margin
+        unperfused = self.only_when_perfused and bed.failing(_PERFUSION)
+        return not unperfused, unperfused
 
     def observe(self, bed: BedState, ts: float) -> dict[str, Any]:
         return _map_observed(bed)
@@ -322,11 +358,16 @@ class PerfusionRule(ReadingRule):
         super().__init__(name, spec, protocol)
         self.triggers = frozenset(triggers)
 
+    def check(self, bed: BedState, ts: float, out: Out) -> None:
+        if not bed.trackers:  # no rule is pending or raised: nothing fails, nothing to clear
+            return
+        super().check(bed, ts, out)
+
     def _failing(self, bed: BedState) -> list[str]:
         return [c for c in self.spec.components if bed.failing(c)]
 
     def condition(self, bed: BedState, ts: float) -> tuple[bool, bool]:
-        bad = bool(self._failing(bed))
+        bad = any(bed.failing(c) for c in self.spec.components)
         return bad, not bad
 
     def observe(self, bed: BedState, ts: float) -> dict[str, Any]:
@@ -413,7 +454,7 @@ class DeviceOfflineRule(TickRule):
         return sorted(d for d, t in bed.arrivals.items() if now - t >= self.spec.after_s)
 
     def tick(self, bed: BedState, now: float, out: Out) -> None:
-        if not bed.arrivals:
+        if not bed.arrivals or now - min(bed.arrivals.values()) < self.spec.after_s:
             return
         silent = self._silent(bed, now)
         if not silent:
@@ -452,22 +493,37 @@ class AssessmentRule(TickRule):
         last = start if found is None else found[1]
         return last, last + self.spec.interval(signal, last - start)
 
+    def __init__(self, spec: AssessmentSpec, protocol: Protocol) -> None:
+        super().__init__(spec, protocol)
+        self.rule_names = {signal: f"{_OVERDUE}.{signal}" for signal in spec.signals}
+
     def tick(self, bed: BedState, now: float, out: Out) -> None:
-        for signal in self.spec.signals:
-            rule = f"{_OVERDUE}.{signal}"
+        if bed.overdue_next is not None and now < bed.overdue_next:
+            return  # a cache of the earliest due time: nothing can be due before it
+        upcoming = math.inf
+        for signal, rule in self.rule_names.items():
             schedule = self.schedule(bed, signal)
-            if schedule is None or now < schedule[1] or bed.alerts.is_open(rule):
+            if schedule is None or bed.alerts.is_open(rule):
                 continue
             last, due = schedule
+            if now < due:
+                upcoming = min(upcoming, due)
+                continue
             found = Finding(
                 due, {"signal": signal, "since": format_ts(last)}, {"interval_s": due - last}
             )
             self.raise_silent(bed, rule, found, now, out)
+        bed.overdue_next = upcoming if bed.first_ts is not None else None
 
-    def seen(self, bed: BedState, signal: str, ts: float, out: Out) -> None:
-        rule = f"{_OVERDUE}.{signal}"
-        if bed.alerts.is_open(rule):
-            _append(out, bed.alerts.close(bed.header(), rule, ts))
+    def seen(self, bed: BedState, values: Iterable[str], ts: float, out: Out) -> None:
+        """A reading at ``ts`` with these signals: clear what it makes no longer overdue."""
+        for signal in values:
+            rule = self.rule_names.get(signal)
+            if rule is None:
+                continue
+            bed.overdue_next = None  # the schedule moved
+            if bed.alerts.is_open(rule):
+                _append(out, bed.alerts.close(bed.header(), rule, ts))
 
 
 @dataclass(slots=True)

@@ -91,9 +91,6 @@ class SustainedCondition:
             return RAISE
         return None
 
-    def reset(self) -> None:
-        self.phase = _IDLE
-
     def snapshot(self) -> dict[str, Any]:
         return {
             "phase": self.phase,
@@ -126,17 +123,19 @@ class RollingWindow:
         self.total = 0.0
 
     def add(self, ts: float, value: float) -> None:
+        item = (ts, value)
         items, mins = self.items, self.mins
-        items.append((ts, value))
+        items.append(item)
         self.total += value
         while mins and mins[-1][1] >= value:
             mins.pop()
-        mins.append((ts, value))
+        mins.append(item)
         horizon = ts - self.span
-        while items[0][0] <= horizon:
-            self.total -= items.popleft()[1]
-        while mins[0][0] <= horizon:
-            mins.popleft()
+        if items[0][0] <= horizon:  # the minimum is never older than the oldest item
+            while items[0][0] <= horizon:
+                self.total -= items.popleft()[1]
+            while mins[0][0] <= horizon:
+                mins.popleft()
 
     def mean(self) -> float:
         return self.total / len(self.items)
@@ -190,12 +189,23 @@ class ArtefactWindow:
         return index
 
     def add(self, ts: float, *, artefact: bool) -> None:
+        if not artefact:
+            self.add_clean(ts)
+            return
         index = self._bucket(ts)
-        if artefact:
-            self.artefacts[index] += 1
-            self.last_artefact = ts
-        else:
+        self.artefacts[index] += 1
+        self.last_artefact = ts
+
+    def add_clean(self, ts: float) -> None:
+        """A clean reading at ``ts`` (the hot path: one bucket increment)."""
+        second = int(ts // 1)
+        seconds = self.seconds
+        index = second % len(seconds)
+        if seconds[index] == second:
             self.clean[index] += 1
+        else:
+            seconds[index] = second
+            self.clean[index], self.artefacts[index] = 1, 0
 
     def recently_seen(self, ts: float) -> bool:
         """Whether any artefact lies within ``span`` before ``ts`` (cheap pre-check)."""
@@ -237,10 +247,11 @@ class DedupWindow:
     old redelivered message is still caught by the evaluator's ``late`` check on its time.
     """
 
-    __slots__ = ("mask", "newest", "width")
+    __slots__ = ("full", "mask", "newest", "width")
 
     def __init__(self, width: int) -> None:
         self.width = width
+        self.full = (1 << width) - 1
         self.newest = -1
         self.mask = 0  # bit i set ⇔ newest − i was seen
 
@@ -252,7 +263,7 @@ class DedupWindow:
     def record(self, seq: int) -> None:
         behind = self.newest - seq
         if behind < 0:
-            self.mask = ((self.mask << -behind) | 1) & ((1 << self.width) - 1)
+            self.mask = ((self.mask << -behind) | 1) & self.full
             self.newest = seq
         elif behind < self.width:
             self.mask |= 1 << behind

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from deploy_support import Pki, make_pki
 
 from streamproc.broker import LocalBroker
 
@@ -25,3 +26,11 @@ def broker(tmp_path: Path) -> Iterator[LocalBroker]:
 @pytest.fixture
 def data_dir() -> Path:
     return DATA
+
+
+@pytest.fixture(scope="session")
+def deploy_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """CA, broker and client certificates from ``deploy/mosquitto/make-certs.sh``."""
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is not installed: apt-get install -y openssl")
+    return make_pki(tmp_path_factory.mktemp("pki"))

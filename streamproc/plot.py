@@ -1,0 +1,190 @@
+"""Per-bed replay plots (``streamproc replay --plot``): matplotlib, an optional extra.
+
+One PNG per bed, one pair of panels per protocol, sharing the time axis:
+
+* MAP: the trace, the protocol's band (shaded) and floor (dashed), artefact spans (grey);
+* alerts: one lane per rule, a bar from onset to clear, coloured by priority.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from streamproc.errors import ConfigError
+from streamproc.protocol import band_at, map_floor
+from streamproc.report import BedTrace, ProtocolRun, alert_spans, report_settings
+
+__all__ = ["plot_bed", "plot_beds"]
+
+_PRIORITY_COLOURS: Final = {"high": "#d62728", "medium": "#ff7f0e", "low": "#e6c229"}
+_BAND_COLOUR: Final = "#2ca02c"
+_FLOOR_COLOUR: Final = "#b22222"
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib as mpl
+    except ImportError as exc:
+        raise ConfigError("--plot needs the plot extra: pip install 'streamproc[plot]'") from exc
+    mpl.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _dates(ts: Sequence[float] | np.ndarray[Any, Any]) -> list[datetime]:
+    return [datetime.fromtimestamp(t, tz=UTC) for t in ts]
+
+
+def _artefact_spans(trace: BedTrace, hold: float) -> list[tuple[float, float]]:
+    ts = np.asarray(trace.ts)
+    values = np.asarray(trace.map)
+    nxt = np.append(ts[1:], ts[-1] + 1.0) if ts.size else ts
+    spans: list[tuple[float, float]] = []
+    for start, following in zip(ts[np.isnan(values)], nxt[np.isnan(values)], strict=True):
+        stop = min(following, start + hold)
+        if spans and start <= spans[-1][1] + 1e-9:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], stop))
+        else:
+            spans.append((float(start), float(stop)))
+    return spans
+
+
+def _trace_with_gaps(
+    trace: BedTrace, hold: float
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """The MAP line, broken (NaN) at artefacts and at gaps longer than ``hold``."""
+    ts = np.asarray(trace.ts, dtype=np.float64)
+    values = np.asarray(trace.map, dtype=np.float64)
+    gaps = np.flatnonzero(np.diff(ts) > hold) + 1
+    return np.insert(ts, gaps, ts[gaps - 1] + 1.0), np.insert(values, gaps, np.nan)
+
+
+def _map_panel(ax: Any, trace: BedTrace, run: ProtocolRun, hold: float) -> None:
+    protocol = run.protocol
+    band = band_at(protocol, trace.context, trace.first or 0.0)
+    floor = map_floor(protocol)
+    ax.axhspan(
+        band.low,
+        band.high,
+        color=_BAND_COLOUR,
+        alpha=0.15,
+        lw=0,
+        label=f"target band {band.low:g}–{band.high:g} mmHg",
+    )
+    ax.axhline(floor, color=_FLOOR_COLOUR, ls="--", lw=1.2, label=f"safety floor {floor:g} mmHg")
+    for i, (start, stop) in enumerate(_artefact_spans(trace, hold)):
+        ax.axvspan(
+            *_dates([start, stop]),
+            color="0.6",
+            alpha=0.35,
+            lw=0,
+            hatch="//",
+            label="artefact (no MAP used)" if i == 0 else None,
+        )
+    ts, values = _trace_with_gaps(trace, hold)
+    sparse = ts.size < 120
+    ax.plot(
+        _dates(ts),
+        values,
+        color="#1f3b73",
+        lw=1.0,
+        marker="o" if sparse else None,
+        ms=3,
+        label="MAP",
+    )
+    finite = values[np.isfinite(values)]
+    top = max(float(finite.max()) if finite.size else band.high, band.high) + 10
+    ax.set_ylim(max(0.0, min(float(finite.min()) if finite.size else floor, floor) - 10), top)
+    ax.set_ylabel("MAP (mmHg)")
+    ax.set_title(f"{trace.ward}/{trace.bed} — {protocol.title}", loc="left", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=7, ncol=2, framealpha=0.85)
+
+
+def _alert_lanes(ax: Any, trace: BedTrace, run: ProtocolRun) -> None:
+    """One lane per rule: onset → raise hatched (the onset delay), raise → clear solid."""
+    end = trace.last if trace.last is not None else 0.0
+    spans = alert_spans(run.bed_alerts(trace.ward, trace.bed), end=end)
+    rules = sorted(spans)
+    for lane, rule in enumerate(rules):
+        for span in spans[rule]:
+            colour = _PRIORITY_COLOURS.get(span.priority, "0.5")
+            onset, raised, stop = _dates([span.onset, span.raised, max(span.end, span.raised + 1)])
+            if raised > onset:
+                ax.barh(
+                    lane,
+                    raised - onset,
+                    left=onset,
+                    height=0.6,
+                    color=colour,
+                    alpha=0.3,
+                    hatch="///",
+                    edgecolor=colour,
+                    lw=0,
+                )
+            ax.barh(lane, stop - raised, left=raised, height=0.6, color=colour, edgecolor="none")
+    ax.set_yticks(range(len(rules)), rules, fontsize=7)
+    ax.set_ylim(-0.7, max(len(rules), 1) - 0.3)
+    if not rules:
+        ax.text(
+            0.5,
+            0.5,
+            "no alerts",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="0.4",
+        )
+        ax.set_yticks([])
+    ax.grid(axis="x", alpha=0.3)
+
+
+def plot_bed(path: Path, trace: BedTrace, runs: Sequence[ProtocolRun]) -> Path:
+    """Draw one bed under every protocol into ``path`` (PNG)."""
+    plt = _pyplot()
+    import matplotlib.dates as mdates
+    from matplotlib.patches import Patch
+
+    hold = float(report_settings()["time"]["hold_s"])
+    ratios = [r for _ in runs for r in (3, 1)]
+    fig, axes = plt.subplots(
+        len(ratios),
+        1,
+        sharex=True,
+        figsize=(11, 3.2 * len(runs) + 0.6),
+        gridspec_kw={"height_ratios": ratios},
+        squeeze=False,
+    )
+    for i, run in enumerate(runs):
+        _map_panel(axes[2 * i][0], trace, run, hold)
+        _alert_lanes(axes[2 * i + 1][0], trace, run)
+    handles = [Patch(color=c, label=f"{p} priority alert") for p, c in _PRIORITY_COLOURS.items()]
+    handles.append(Patch(facecolor="0.85", hatch="///", edgecolor="0.5", label="onset delay"))
+    fig.legend(handles=handles, loc="lower right", ncol=4, fontsize=7, frameon=False)
+    bottom = axes[-1][0]
+    locator = mdates.AutoDateLocator(tz=UTC)  # type: ignore[no-untyped-call]
+    bottom.xaxis.set_major_locator(locator)
+    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))  # type: ignore[no-untyped-call]
+    bottom.set_xlabel("event time (UTC)")
+    fig.suptitle("streamproc replay (a secondary alerting system)", fontsize=9, x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_beds(
+    directory: Path, traces: Sequence[BedTrace], runs: Sequence[ProtocolRun]
+) -> list[Path]:
+    """One PNG per bed in ``directory`` (the first ``plot.max_beds`` beds of the preset)."""
+    limit = int(report_settings()["plot"]["max_beds"])
+    drawn = [t for t in traces if t.ts][:limit]
+    return [plot_bed(directory / f"{t.ward}_{t.bed}.png", t, runs) for t in drawn]
