@@ -106,9 +106,11 @@ class Service:
         checkpoints: CheckpointStore,
         clock: Callable[[], float] = time.time,
         on_alert: Callable[[AlertEventPayload], None] = lambda _alert: None,
-        on_latency: Callable[[float], None] | None = None,
+        on_latency: Callable[[str, float], None] | None = None,
     ) -> None:
         self.settings = settings
+        #: a probe for benchmarks: ``(stage, seconds since receipt)`` of each alert event, at
+        #: "written" (handed to the socket) and "acknowledged" (the broker's PUBACK)
         self.on_latency = on_latency
         self.evaluator = evaluator
         self.metrics = metrics
@@ -354,6 +356,8 @@ class Service:
             logger.debug("alert %d not sent (%s); it stays in the outbox", entry.id, exc)
             return
         unacked.sent_on = session.number
+        if self.on_latency is not None and unacked.received is not None:
+            self.on_latency("written", self.clock() - unacked.received)
 
     def _acked(self, unacked: _Unacked) -> None:
         """The broker has the alert: it leaves the outbox."""
@@ -364,7 +368,7 @@ class Service:
             latency = self.clock() - unacked.received
             self.metrics.latency.observe(latency)
             if self.on_latency is not None:
-                self.on_latency(latency)
+                self.on_latency("acknowledged", latency)
 
     def _publish_best_effort(self, session: Session) -> None:
         while self._best_effort:
@@ -408,19 +412,20 @@ class Service:
             self._queue_best_effort(_Message(topic, payload, retain=True, qos=0))
 
     async def _checkpoint_loop(self) -> None:
-        """A checkpoint every ``checkpoint_interval`` when something changed; after an alert
-        event sooner, but never two within half an interval (a snapshot of a few hundred
-        beds costs tens of milliseconds)."""
-        half = self.settings.checkpoint_interval / 2
+        """A checkpoint every ``checkpoint_interval`` when something changed, sooner after an
+        alert event, but never two within one interval: a snapshot of a few hundred beds
+        costs tens of milliseconds of the event loop."""
+        interval = self.settings.checkpoint_interval
+        last = -interval
         while True:
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._checkpoint_soon.wait(), half)
+                await asyncio.wait_for(self._checkpoint_soon.wait(), interval)
             self._checkpoint_soon.clear()
+            await asyncio.sleep(max(0.0, last + interval - time.monotonic()))
             if self._changed:
                 self._changed = False
-                snapshot = self.evaluator.snapshot()
-                await asyncio.to_thread(self.checkpoints.save, snapshot)
-            await asyncio.sleep(half)
+                await self.checkpoints.save_async(self.evaluator.snapshot())
+                last = time.monotonic()
 
     def save_checkpoint(self) -> None:
         self.checkpoints.save(self.evaluator.snapshot())
@@ -454,7 +459,7 @@ def open_service(
     *,
     registry: CollectorRegistry,
     on_alert: Callable[[AlertEventPayload], None] = lambda _alert: None,
-    on_latency: Callable[[float], None] | None = None,
+    on_latency: Callable[[str, float], None] | None = None,
 ) -> Service:
     """A service with its outbox and checkpoint in ``settings.state_dir``."""
     state = Path(settings.state_dir)
