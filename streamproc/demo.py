@@ -65,7 +65,7 @@ def render_ward(statuses: list[BedStatusPayload], *, header: str, colour: bool =
             tint = _PRIORITY_COLOUR[alert.priority] if colour else ""
             reset = _RESET if tint else ""
             lines.append(
-                f"{'':8} {tint}{alert.priority.upper():<6} {alert.rule:<24} {alert.state:<12}"
+                f"{'':8} {tint}{alert.priority.upper():<6} {alert.rule:<32} {alert.state:<12}"
                 f" since {alert.onset}{reset}"
             )
         lines.append("")
@@ -73,7 +73,7 @@ def render_ward(statuses: list[BedStatusPayload], *, header: str, colour: bool =
 
 
 def _targets(targets: dict[str, Any]) -> list[str]:
-    """The targets in force, each bound once (several rules share the MAP band), wrapped."""
+    """The targets in force on one line, each bound once (several rules share the MAP band)."""
     bounds: dict[str, str] = {}
     for rule_targets in targets.values():
         if isinstance(rule_targets, dict):
@@ -81,8 +81,8 @@ def _targets(targets: dict[str, Any]) -> list[str]:
                 if isinstance(value, (int, float, str)):
                     bounds.setdefault(key, f"{key} {value:g}" if not isinstance(value, str)
                                       else f"{key} {value}")  # fmt: skip
-    words = textwrap.wrap(", ".join(bounds.values()), width=_VIEW_WIDTH)
-    return [f"{'':8} {'targets:' if n == 0 else '':8} {line}" for n, line in enumerate(words)]
+    line = textwrap.shorten(", ".join(bounds.values()), width=_VIEW_WIDTH, placeholder=" …")
+    return [f"{'':8} targets: {line}"]
 
 
 def _value(status: BedStatusPayload, name: str) -> str:
