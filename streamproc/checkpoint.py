@@ -36,7 +36,8 @@ class CheckpointStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        # the service writes from a worker thread, and once more on shutdown
+        # The periodic save runs in a worker thread and the shutdown save in the event loop's
+        # thread: both write the same temporary file, so one save at a time.
         self._writing = threading.Lock()
 
     def save(self, snapshot: Mapping[str, Any], *, saved_at: float | None = None) -> None:
