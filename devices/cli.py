@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import sys
@@ -23,6 +24,10 @@ from devices.scenario import MIX, load_scenario, scenario_names
 from devices.simulate import run_length, simulate, ward_plans, write_jsonl
 from streamproc.errors import ConfigError, StreamprocError
 from streamproc.timestamps import format_ts
+
+#: Modules of other parts that add a sub-command with ``configure_parser(subparsers)``
+#: (setting ``handler``), as in ``streamproc.cli``: the replay publisher (design §9).
+COMMAND_MODULES = ("devices.replay",)
 
 _EPILOG_SIMULATE = """\
 examples:
@@ -246,6 +251,18 @@ def _add_loadtest(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "--drain", type=float, default=3.0, help="seconds to wait for the last alerts"
     )
     parser.add_argument(
+        "--malformed-rate",
+        type=float,
+        default=0.0,
+        help="share of MAP messages sent as truncated JSON (rejected as malformed_json)",
+    )
+    parser.add_argument(
+        "--duplicate-rate",
+        type=float,
+        default=0.0,
+        help="share of MAP messages sent twice (rejected as duplicate)",
+    )
+    parser.add_argument(
         "--watch-pid",
         type=_labelled_pid,
         action="append",
@@ -266,8 +283,12 @@ def _labelled_pid(text: str) -> tuple[str, int]:
 
 
 def _run_loadtest(args: argparse.Namespace) -> int:
-    if args.duration <= 0 or not 0.0 <= args.breach_fraction <= 1.0:
-        raise ConfigError("--duration must be positive and --breach-fraction within 0–1")
+    rates = (args.breach_fraction, args.malformed_rate, args.duplicate_rate)
+    if args.duration <= 0 or not all(0.0 <= r <= 1.0 for r in rates):
+        raise ConfigError(
+            "--duration must be positive; --breach-fraction, --malformed-rate and "
+            "--duplicate-rate within 0–1"
+        )
     cfg = LoadConfig(
         broker=args.broker,
         beds=args.beds,
@@ -276,6 +297,8 @@ def _run_loadtest(args: argparse.Namespace) -> int:
         ward=args.ward,
         seed=args.seed,
         breach_fraction=args.breach_fraction,
+        malformed_rate=args.malformed_rate,
+        duplicate_rate=args.duplicate_rate,
         drain=args.drain,
         watch_pids=tuple(args.watch_pid),
     )
@@ -303,6 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scenarios(subparsers)
     _add_check(subparsers)
     _add_loadtest(subparsers)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise  # a missing dependency inside the module is a real error
+            continue  # a command whose module is not part of this build
+        module.configure_parser(subparsers)
     return parser
 
 
