@@ -17,8 +17,8 @@ import pytest
 
 from streamproc.cli import main
 from streamproc.protocol import load_protocol
-from streamproc.readers.presets import reader_preset
 from streamproc.readers.options import UNDATED_START
+from streamproc.readers.presets import reader_preset
 
 STAYS = ("132612", "132663", "132765", "132860")
 
@@ -96,7 +96,8 @@ def test_lactate_alerts_follow_the_charted_lactate(
 ) -> None:
     path = data_dir / f"challenge2012/{stay}.txt"
     spec = load_protocol("tartare2s-ttp").rules.lactate_high
-    assert spec is not None and spec.at_or_above is not None
+    assert spec is not None
+    assert spec.at_or_above is not None
     high = [ts for ts, p, v in rows(path) if p == "Lactate" and v >= spec.at_or_above]
     alerts = raised(replay(tmp_path, path, "tartare2s-ttp"), "lactate.high")
     if not high:
