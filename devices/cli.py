@@ -1,4 +1,4 @@
-"""``python -m devices`` command line: ``simulate``, ``scenarios`` and ``loadtest``.
+"""``python -m devices`` command line: ``simulate``, ``scenarios``, ``loadtest`` and ``replay``.
 
 Only this module prints and configures logging; the commands' work lives in
 :mod:`devices.simulate` and :mod:`devices.loadtest`.
@@ -18,6 +18,7 @@ from pathlib import Path
 from devices.faults import parse_fault
 from devices.loadtest import LoadConfig, format_table, run_loadtest
 from devices.loadtest import __doc__ as loadtest_doc
+from devices.replay import add_replay_parser, describe, replay_from_args
 from devices.scenario import MIX, load_scenario, scenario_names
 from devices.simulate import run_length, simulate, ward_plans, write_jsonl
 from streamproc.errors import ConfigError, StreamprocError
@@ -226,7 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(subparsers)
     _add_scenarios(subparsers)
     _add_loadtest(subparsers)
+    add_replay_parser(subparsers, handler=_run_replay)
     return parser
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    print(describe(replay_from_args(args)))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -110,6 +110,13 @@ def add_recording_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--chunk-s", type=float, metavar="SECONDS", help="ABP waveform chunk length (default 1)"
     )
+    group.add_argument(
+        "--charted",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="treat the data as charted (hourly), not streamed: signal.lost and sustained MAP "
+        "rules follow the charting interval (default auto: yes for Challenge 2012)",
+    )
 
 
 def options_from_args(args: argparse.Namespace, path: Path) -> RecordingOptions:
@@ -174,12 +181,15 @@ def load_recording(sources: Sequence[str], args: argparse.Namespace) -> Recordin
         if len(streams) == 1
         else sorted((m for s in streams for m in s), key=lambda m: m.ts)
     )
-    charted = any(
-        (args.format or detect_format(p, columns=_pairs(args.column, "--column")))
-        == "challenge2012"
-        for p in paths
-    )
-    return Recording(messages, charted=charted)
+    return Recording(messages, charted=_charted(paths, args))
+
+
+def _charted(paths: Sequence[Path], args: argparse.Namespace) -> bool:
+    if args.charted != "auto":
+        return bool(args.charted == "yes")
+    columns = _pairs(args.column, "--column")
+    formats = {args.format or detect_format(p, columns=columns) for p in paths}
+    return "challenge2012" in formats
 
 
 def adapt_for_charts(protocol: Protocol) -> Protocol:
