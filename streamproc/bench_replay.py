@@ -3,8 +3,9 @@
 * ``bench-waveform``: ABP waveform → MAP (:class:`streamproc.waveform.WaveformState`) on a
   synthetic, seeded hour of 125-Hz arterial pressure, in chunks of 1, 10 and 60 s, with
   per-chunk latency percentiles (throughput: the best of 3 passes). Same-run baseline:
-  ``numpy.mean`` of each chunk, the least any MAP derivation must do. A last line feeds 1-s ``WaveformChunk`` events (tuples of
-  floats, as the codec makes them) through :meth:`Evaluator.feed`.
+  ``numpy.mean`` of each chunk, the least any MAP derivation must do. A last line feeds
+  1-s ``WaveformChunk`` events (tuples of floats, as the codec makes them) through
+  :meth:`Evaluator.feed`.
 * ``bench-replay PATH``: ``streamproc replay PATH --report DIR`` timed end to end, e.g. on
   the whole PhysioNet/CinC Challenge 2012 set A read straight from ``set-a.tar.gz``.
 
