@@ -2,12 +2,13 @@
 # Set up a fresh Debian/Ubuntu machine (Python 3.11+) to run and test streamproc:
 # Mosquitto from Debian's packages, and a virtualenv in .venv with streamproc installed.
 # Idempotent: a second run only checks. Options:
-#   --with-prometheus   also install Prometheus (promtool; the deploy/ tests use it)
+#   --with-prometheus   also install Prometheus (promtool) and systemd (systemd-analyze):
+#                       the deploy/ tests use them
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(mosquitto mosquitto-clients python3-venv)
-[[ "${1:-}" == "--with-prometheus" ]] && packages+=(prometheus)
+packages=(mosquitto mosquitto-clients openssl python3-venv)
+[[ "${1:-}" == "--with-prometheus" ]] && packages+=(prometheus systemd)
 
 missing=()
 for pkg in "${packages[@]}"; do

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from devices.expectations import check_alerts
 from devices.faults import parse_fault
 from devices.loadtest import LoadConfig, format_table, run_loadtest
 from devices.loadtest import __doc__ as loadtest_doc
@@ -120,8 +121,75 @@ def _run_simulate(args: argparse.Namespace) -> int:
         **options, start_ts=start, duration=args.duration, waveform=args.waveform, faults=faults
     )
     count = write_jsonl(args.jsonl, plans)
-    print(f"wrote {count} messages to {args.jsonl} (from {format_ts(start)}, {length:.0f} s)")
+    print(
+        f"wrote {count} messages to {args.jsonl} (from {format_ts(start)}, {length:.0f} s); "
+        f"check alerts with: python -m devices check --scenario {args.scenario} "
+        f"--beds {args.beds} --start {start:.3f} ALERTS.jsonl"
+    )
     return 0
+
+
+def _add_check(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "check",
+        help="compare alerts (JSON Lines) with what the scenarios expect",
+        description=(
+            "Check the alert events of a run (e.g. `streamproc replay` output, one alert "
+            "payload per line) against the expected alerts of each bed's scenario. Give the "
+            "same --scenario, --beds and --start as the simulation. Exit status 1 when an "
+            "expected alert is missing or an unexpected physiological alert was raised."
+        ),
+        epilog=(
+            "example:\n"
+            "  python -m devices simulate --scenario mix --beds 8 --start 1800000000 "
+            "--jsonl ward.jsonl\n"
+            "  streamproc replay ward.jsonl --out alerts.jsonl\n"
+            "  python -m devices check --scenario mix --beds 8 --start 1800000000 alerts.jsonl"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("alerts", type=Path, help="alert events, one JSON object per line")
+    parser.add_argument("--scenario", default=MIX, metavar="NAME", help="as for simulate")
+    parser.add_argument("--beds", type=int, default=1, help="as for simulate")
+    parser.add_argument("--ward", default="w1", help="as for simulate")
+    parser.add_argument(
+        "--start", type=float, required=True, metavar="EPOCH", help="the simulation's --start"
+    )
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="a compressed live run: leave out alerts on the receiver's clock (signal.lost...)",
+    )
+    parser.set_defaults(handler=_run_check)
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    by_bed: dict[str, list[dict[str, object]]] = {}
+    for line in args.alerts.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            alert = json.loads(line)
+            if alert.get("ward") == args.ward:
+                by_bed.setdefault(str(alert.get("bed")), []).append(alert)
+    plans = ward_plans(
+        scenario=args.scenario,
+        beds=args.beds,
+        seed=0,
+        ward=args.ward,
+        start_ts=args.start,
+        duration=None,
+    )
+    failed = 0
+    for plan in plans:
+        verdict = check_alerts(
+            plan.scenario,
+            by_bed.get(plan.bed, []),
+            start_ts=args.start,
+            with_arrival_clock=not args.live,
+        )
+        failed += not verdict.ok
+        mark = "ok  " if verdict.ok else "FAIL"
+        print(f"{mark} {plan.bed} {plan.scenario.name}: {verdict.describe(args.start)}")
+    return 1 if failed else 0
 
 
 def _add_scenarios(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -180,14 +248,22 @@ def _add_loadtest(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     )
     parser.add_argument(
         "--watch-pid",
-        type=int,
+        type=_labelled_pid,
         action="append",
         default=[],
-        metavar="PID",
-        help="also report the CPU time of this process (streamproc, mosquitto); repeatable",
+        metavar="[LABEL=]PID",
+        help="also report the CPU time of this process, e.g. streamproc=1234; repeatable",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
     parser.set_defaults(handler=_run_loadtest)
+
+
+def _labelled_pid(text: str) -> tuple[str, int]:
+    label, _, pid = text.rpartition("=")
+    try:
+        return label or f"pid {pid}", int(pid)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PID or LABEL=PID") from None
 
 
 def _run_loadtest(args: argparse.Namespace) -> int:
@@ -226,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
     _add_simulate(subparsers)
     _add_scenarios(subparsers)
+    _add_check(subparsers)
     _add_loadtest(subparsers)
     add_replay_parser(subparsers, handler=_run_replay)
     return parser

@@ -58,15 +58,21 @@ def check_alerts(
     alerts: Iterable[Alert],
     *,
     start_ts: float,
+    duration_s: float | None = None,
     with_arrival_clock: bool = True,
 ) -> Verdict:
     """Judge one bed's alerts against its scenario; ``start_ts`` is event offset 0.
+
+    Alerts raised after the run's end (``duration_s``, default the scenario's length) are
+    not judged: the bed is silent then.
 
     ``with_arrival_clock=False`` leaves out expectations on the receiver's clock
     (``signal.lost``...), which a compressed live run cannot produce; such alerts are then
     neither required nor counted as unexpected.
     """
-    raised = [a for a in alerts if a.get("event") == "raised"]
+    end = start_ts + (scenario.duration_s if duration_s is None else duration_s)
+    # after its end a bed is silent (in a mix, shorter scenarios end first): not judged
+    raised = [a for a in alerts if a.get("event") == "raised" and _epoch(a["at"]) <= end]
     expectations = [e for e in scenario.expect if with_arrival_clock or e.clock == "event"]
     skipped_rules = {e.rule for e in scenario.expect if e not in expectations}
     verdict = Verdict()

@@ -4,7 +4,8 @@ Every bed sends MAP at 1 Hz of event time, temperatures every 10 s and charted C
 lactate and urine output (values in ``physiology.toml [loadtest]``). A fraction of the beds
 breach, predictably:
 
-* CRT probes chart an abnormal CRT every other time (``crt.abnormal`` at that reading);
+* CRT probes chart an abnormal CRT every other time (``crt.abnormal`` and
+  ``perfusion.inadequate`` at that reading, cleared by the next, normal one);
 * MAP probes drop below the 50 mmHg floor once (``map.below_floor`` 60 s later).
 
 The generator stamps the wall-clock time it publishes each reading of a breaching bed; a
@@ -85,7 +86,7 @@ class LoadConfig:
     seed: int = 1
     breach_fraction: float = 0.1
     drain: float = 3.0  # wall seconds to wait for the last alerts
-    watch_pids: tuple[int, ...] = ()
+    watch_pids: tuple[tuple[str, int], ...] = ()  # (label, pid) of streamproc, broker...
     progress: bool = True
 
 
@@ -178,7 +179,8 @@ class LoadPlan:
 
     def _chart(self, i: int, k: int, bed: str, ts: str) -> str:
         p = self.p
-        count = k // int(p.chart_period_s)
+        # this bed's chart number: beds chart at staggered seconds, (k + i) % period == 0
+        count = (k + i) // int(p.chart_period_s)
         crt = p.crt_normal
         if i in self.crt_probes and count % 2 == 1:
             crt = p.crt_breach
@@ -268,7 +270,7 @@ async def _drive(
         async with Pipeline(client) as contexts:
             for topic, payload in plan.contexts():
                 await contexts.publish(topic, payload, retain=True)
-        watched = {pid: _cpu_seconds(pid) for pid in cfg.watch_pids}
+        watched = {(label, pid): _cpu_seconds(pid) for label, pid in cfg.watch_pids}
         cpu0, wall0 = time.process_time(), time.monotonic()
         timeline = Timeline(timeline.start_ts, timeline.speed, wall0)
         async with Pipeline(client) as pipeline:
@@ -277,10 +279,10 @@ async def _drive(
             )
         wall1, cpu1 = time.monotonic(), time.process_time()
         watched_cpu = {
-            pid: (
+            label: (
                 None if before is None or (after := _cpu_seconds(pid)) is None else after - before
             )
-            for pid, before in watched.items()
+            for (label, pid), before in watched.items()
         }
         await asyncio.sleep(cfg.drain)
         link.poll()
@@ -404,17 +406,27 @@ def _report(
         "latency_ms": {"samples": len(latencies), **_percentiles(latencies)},
         "baseline_via_broker_ms": baseline,
         "rejections": dict(Counter(r.reason or "?" for r in rejections)),
+        # the machine's 1-min load average at the end: latency means little on a busy host
+        "load_average_1m": os.getloadavg()[0],
         "cpu": {
             "generator_s": figures["generator_cpu_s"],
             "generator_share_of_core": figures["generator_cpu_s"] / wall if wall else 0.0,
             "listener_s": link.cpu_s,
-            "watched_s": {str(pid): cpu for pid, cpu in figures["watched_cpu_s"].items()},
+            "watched_s": figures["watched_cpu_s"],
+            "watched_share_of_core": {
+                label: None if cpu is None or not wall else cpu / wall
+                for label, cpu in figures["watched_cpu_s"].items()
+            },
         },
     }
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
     return "n/a" if value is None else f"{value:,.1f}{unit}"
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%} of a core"
 
 
 def _ratio(value: float | None, baseline: float | None) -> str:
@@ -447,8 +459,12 @@ def format_table(report: dict[str, Any]) -> str:
             f"{cpu['generator_s']:.2f} s ({cpu['generator_share_of_core']:.0%} of a core)",
         ),
         ("listener CPU", f"{cpu['listener_s']:.2f} s"),
+        ("host load average (1 min)", f"{report['load_average_1m']:.2f} on {os.cpu_count()} CPUs"),
     ]
-    rows += [(f"CPU of pid {pid}", _fmt(s, " s")) for pid, s in cpu["watched_s"].items()]
+    rows += [
+        (f"{label} CPU", f"{_fmt(sec, ' s')} ({_share(cpu['watched_share_of_core'][label])})")
+        for label, sec in cpu["watched_s"].items()
+    ]
     width = max(len(label) for label, _ in rows)
     lines = [f"{label:<{width}}  {value}" for label, value in rows]
     lines += [f"  lost: {item}" for item in a["lost"][:10]]

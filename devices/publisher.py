@@ -92,7 +92,7 @@ class Pipeline:
     waits until every message is acknowledged.
     """
 
-    def __init__(self, client: aiomqtt.Client, *, window: int = 500, qos: int = 1) -> None:
+    def __init__(self, client: aiomqtt.Client, *, window: int = 64, qos: int = 1) -> None:
         self.client = client
         self.qos = qos
         # aiomqtt warns once per publish beyond 10 pending calls; pipelining means many

@@ -36,6 +36,7 @@ class BedState:
         "overdue_next",
         "protocol",
         "seen",
+        "tick_due",
         "trackers",
         "trial_start",
         "ward",
@@ -63,6 +64,8 @@ class BedState:
         #: cache of the earliest time an assessment can fall due (None: work it out); not
         #: state, so not in snapshots
         self.overdue_next: float | None = None
+        #: cache: no clock rule can fire before this time (None: run them at the next tick)
+        self.tick_due: float | None = None
 
     def header(self) -> Header:
         patient = None if self.context is None else self.context.patient

@@ -2,17 +2,19 @@
 
 A synthetic ward of ``--beds`` beds over ``--seconds`` seconds of event time: MAP at 1 Hz,
 skin temperature every 5 s, CRT hourly and lactate every 2 h, staggered over the beds, one
-reading per message; a few beds are hypotensive so that alerts are raised as well. All
-messages are built before the clock starts. Three passes on fresh evaluators, each ticking
-once per second of event time as the live service does:
+reading per message; a few beds are hypotensive so that alerts are raised as well. Every
+bed has its context message (protocol, ``protocol_started``), fed before the clock starts,
+as in a running ward; all messages are built before the clock starts too. Three passes on
+fresh evaluators, each ticking once per second of event time as the live service does:
 
 * evaluator alone: ``Evaluator.feed`` on decoded events (plus the ticks);
 * decode + evaluate: :func:`streamproc.ingest.ingest` on the raw bytes (plus the ticks);
 * decode alone: :func:`streamproc.codec.decode`, the same-run baseline.
 
-Throughput passes run untimed per reading; a second pass of each times every reading
-(``perf_counter_ns``) for the p50/p99 latencies. This is a benchmark, not a test: it
-prints figures and never asserts them.
+Throughput passes run untimed per reading, ``--repeat`` times on fresh state, and the
+fastest counts (as ``timeit`` does: on a shared machine noise only ever slows a run down);
+one more pass of each times every reading (``perf_counter_ns``) for the p50/p99 latencies.
+This is a benchmark, not a test: it prints figures and never asserts them.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ CRT_EVERY_S: Final = 3600
 LACTATE_EVERY_S: Final = 7200
 #: One bed in this many is hypotensive (MAP around 45 mmHg), so alerts happen too.
 HYPOTENSIVE_ONE_IN: Final = 20
+#: Every bed has a context message whose protocol started this long before the run.
+PROTOCOL_STARTED_BEFORE_S: Final = 1800
 _START: Final = 1_795_608_000  # 2026-11-25T12:00:00Z
 
 
@@ -149,15 +153,28 @@ def _percentile(sorted_ns: Sequence[int], q: float) -> float:
     return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1000.0
 
 
+def _best_throughput(
+    ward: Sequence[Sequence[Message]],
+    make: Callable[[], tuple[Step, Callable[[float], int]]],
+    repeat: int,
+) -> tuple[float, int]:
+    """The fastest of ``repeat`` runs on fresh state (timeit's rule: noise only slows down)."""
+    runs = []
+    for _ in range(repeat):
+        step, tick = make()
+        gc.collect()
+        runs.append(_throughput(ward, step, tick))
+    return min(runs)
+
+
 def _measure(
     name: str,
     ward: Sequence[Sequence[Message]],
     make: Callable[[], tuple[Step, Callable[[float], int]]],
+    repeat: int,
 ) -> PassResult:
     readings = sum(len(b) for b in ward)
-    step, tick = make()
-    gc.collect()
-    elapsed, alerts = _throughput(ward, step, tick)
+    elapsed, alerts = _best_throughput(ward, make, repeat)
     step, tick = make()
     gc.collect()
     samples = sorted(_latencies(ward, step, tick))
@@ -166,13 +183,27 @@ def _measure(
     )
 
 
-def _evaluator_pass(protocol: str) -> tuple[Step, Callable[[float], int]]:
+def _admitted(protocol: str, beds: int) -> Evaluator:
+    """An evaluator that has every bed's context message, as a running ward would."""
     evaluator = Evaluator(default_protocol=protocol)
+    for bed_no in range(beds):
+        context = {
+            "patient": f"p{bed_no}",
+            "protocol": protocol,
+            "protocol_started": _START - PROTOCOL_STARTED_BEFORE_S,
+        }
+        topic = f"icu/w1/b{bed_no:04d}/context"
+        ingest(evaluator, topic, json.dumps(context).encode(), received=None)
+    return evaluator
+
+
+def _evaluator_pass(protocol: str, beds: int) -> tuple[Step, Callable[[float], int]]:
+    evaluator = _admitted(protocol, beds)
     return (lambda m: len(evaluator.feed(m.event))), (lambda now: len(evaluator.advance(now)))
 
 
-def _ingest_pass(protocol: str) -> tuple[Step, Callable[[float], int]]:
-    evaluator = Evaluator(default_protocol=protocol)
+def _ingest_pass(protocol: str, beds: int) -> tuple[Step, Callable[[float], int]]:
+    evaluator = _admitted(protocol, beds)
 
     def step(m: Message) -> int:
         return len(ingest(evaluator, m.topic, m.payload, received=None).alerts)
@@ -188,15 +219,15 @@ def _decode_pass() -> tuple[Step, Callable[[float], int]]:
     return step, (lambda now: 0)
 
 
-def run_bench(*, beds: int, seconds: int, protocol: str) -> list[PassResult]:
+def run_bench(*, beds: int, seconds: int, protocol: str, repeat: int = 3) -> list[PassResult]:
     ward = synthetic_ward(beds=beds, seconds=seconds)
     gc.collect()
     gc.freeze()  # the prebuilt ward is long-lived, as a service's state would be
     try:
         return [
-            _measure("evaluator alone", ward, lambda: _evaluator_pass(protocol)),
-            _measure("decode + evaluate", ward, lambda: _ingest_pass(protocol)),
-            _measure("decode alone (baseline)", ward, _decode_pass),
+            _measure("evaluator alone", ward, lambda: _evaluator_pass(protocol, beds), repeat),
+            _measure("decode + evaluate", ward, lambda: _ingest_pass(protocol, beds), repeat),
+            _measure("decode alone (baseline)", ward, _decode_pass, repeat),
         ]
     finally:
         gc.unfreeze()
@@ -227,7 +258,9 @@ def render(results: Sequence[PassResult], *, beds: int, seconds: int, protocol: 
 
 
 def _run(args: argparse.Namespace) -> int:
-    results = run_bench(beds=args.beds, seconds=args.seconds, protocol=args.protocol)
+    results = run_bench(
+        beds=args.beds, seconds=args.seconds, protocol=args.protocol, repeat=args.repeat
+    )
     print(render(results, beds=args.beds, seconds=args.seconds, protocol=args.protocol))
     return 0
 
@@ -254,4 +287,10 @@ def configure_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "--seconds", type=_positive, default=60, help="seconds of event time (default 60)"
     )
     parser.add_argument("--protocol", default="tartare2s-ttp", help="protocol preset")
+    parser.add_argument(
+        "--repeat",
+        type=_positive,
+        default=3,
+        help="throughput runs per pass; the fastest is reported (default 3)",
+    )
     parser.set_defaults(handler=_run)

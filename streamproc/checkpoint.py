@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +33,9 @@ class CheckpointStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # The periodic save runs in a worker thread and the shutdown save in the event loop's
+        # thread: both write the same temporary file, so one save at a time.
+        self._lock = threading.Lock()
 
     def save(self, snapshot: Mapping[str, Any], *, saved_at: float | None = None) -> None:
         document = {
@@ -42,12 +46,13 @@ class CheckpointStore:
         data = json.dumps(document, separators=(",", ":")).encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(self.path.name + ".tmp")
-        with temporary.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(self.path)
-        _fsync_directory(self.path.parent)
+        with self._lock:
+            with temporary.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            temporary.replace(self.path)
+            _fsync_directory(self.path.parent)
 
     def load(self) -> dict[str, Any] | None:
         """The saved evaluator snapshot, or ``None`` when there is no checkpoint yet."""

@@ -16,6 +16,7 @@ import json
 import math
 import re
 from collections.abc import Iterable
+from math import isfinite
 from typing import Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -130,8 +131,8 @@ def _decode_kind(parts: tuple[str, str, str], payload: bytes, received: float | 
 
 
 def _validate(model: type[_M], payload: bytes, kind: str) -> _M:
-    try:
-        parsed = model.model_validate_json(payload)
+    try:  # the validator itself: model_validate_json is a wrapper costing ~0.3 µs a call
+        parsed: _M = model.__pydantic_validator__.validate_json(payload)
     except ValidationError as exc:
         raise _schema_rejection(exc) from exc
     _check_topic_matches(payload, kind)
@@ -166,9 +167,11 @@ def _finite_time(value: float, field: str) -> float:
 
 
 def _reading(ward: str, bed: str, msg: ReadingPayload, received: float | None) -> Reading:
-    ts = _finite_time(to_epoch(msg.ts), "ts")
+    # The hot path of every reading: plain loops, no helper calls per value.
+    ts = msg.ts
+    ts = _finite_time(ts if isinstance(ts, float) else to_epoch(ts), "ts")
     table = signal_table()
-    units = msg.units or {}
+    units = msg.units
     values: dict[str, float] = {}
     unknown: list[str] = []
     implausible: list[str] = []
@@ -177,15 +180,15 @@ def _reading(ward: str, bed: str, msg: ReadingPayload, received: float | None) -
         if signal is None:
             unknown.append(name)
             continue
-        if not math.isfinite(raw):
+        if not isfinite(raw):
             raise _Reject("non_finite", f"values.{name} is {raw}")
         value = raw
-        if name in units:
+        if units and name in units:
             conversion = signal.converter(units[name])
             if conversion is None:
                 raise _Reject("unit", f"{name} in {units[name]!r}: known are {signal.unit}")
             value = conversion.apply(raw)
-        if not signal.plausible(value):
+        if not signal.low <= value <= signal.high:  # Signal.plausible, inlined
             implausible.append(name)
         values[name] = value
     if implausible:

@@ -26,6 +26,7 @@ open alerts are cleared and its state forgotten).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -41,7 +42,7 @@ from streamproc.events import (
     WaveformChunk,
 )
 from streamproc.models import AlertEventPayload, BedStatusPayload, Priority, StatusValue
-from streamproc.protocol import Protocol, load_protocol, preset_names
+from streamproc.protocol import Band, Protocol, load_protocol, preset_names
 from streamproc.rules import RuleSet, build_rules
 from streamproc.timestamps import format_ts
 from streamproc.waveform import WaveformState, derive_events
@@ -101,8 +102,17 @@ class Evaluator:
 
     def feed(self, event: Event) -> list[AlertEventPayload]:
         """Evaluate one event; raises :class:`RejectedReading` for late/future/duplicate."""
-        if type(event) is Reading or isinstance(event, Reading):
+        if isinstance(event, Reading):
             return self._feed_reading(event)
+        alerts = self._feed_other(event)
+        bed = self._beds.get((event.ward, event.bed))
+        if bed is not None:
+            bed.tick_due = None  # alerts or context changed: work out the next tick again
+        return alerts
+
+    def _feed_other(
+        self, event: ArtefactReading | WaveformChunk | ContextUpdate | Ack
+    ) -> list[AlertEventPayload]:
         if isinstance(event, ArtefactReading):
             return self._feed_artefact(event)
         if isinstance(event, WaveformChunk):
@@ -154,10 +164,18 @@ class Evaluator:
         newest = bed.newest_ts
         if newest is None or ts > newest:
             bed.newest_ts = ts
-        if newest is None or bed.context is not None:
-            self._note_time(bed, ts)
+        if newest is None:
+            bed.first_ts = ts
+        context = bed.context
+        if context is not None and bed.trial_start is None and context.map_trial_until is not None:
+            bed.trial_start = ts  # protocol.py: the trial starts with its first reading
         if device is not None:
-            self._note_device(bed, device, seq, arrival)
+            arrivals = bed.arrivals
+            if device not in arrivals:
+                bed.tick_due = None  # device.offline starts watching this device
+            arrivals[device] = arrival
+            if seq is not None:
+                self._record_seq(bed, device, seq)
         return arrival
 
     def _feed_reading(self, event: Reading) -> list[AlertEventPayload]:
@@ -176,6 +194,8 @@ class Evaluator:
         bed.artefacts.add_clean(ts)
         if "map" in values:
             bed.map_window.add(ts, values["map"])
+            if bed.map_arrival is None:
+                bed.tick_due = None  # signal.lost starts watching this bed
             bed.map_arrival = arrival
         if alerts_open:  # the clock rules clear when what they missed arrives
             self._seen(bed, rules, event, arrival, out)
@@ -187,8 +207,11 @@ class Evaluator:
             self._judge(bed, rules, values, ts, out)
         if alerts_open or bed.artefacts.last_artefact is not None:
             rules.artefact.check(bed, ts, (), out)
-        if rules.assessment is not None:
-            rules.assessment.seen(bed, values, ts, out)
+        assessment = rules.assessment
+        if assessment is not None and not assessment.rule_names.keys().isdisjoint(values):
+            assessment.seen(bed, values, ts, out)
+        if out:
+            bed.tick_due = None  # alerts changed: work out the next tick again
         return out
 
     @staticmethod
@@ -213,21 +236,11 @@ class Evaluator:
                     rule.check(bed, ts, out)
 
     @staticmethod
-    def _note_time(bed: BedState, ts: float) -> None:
-        if bed.first_ts is None:
-            bed.first_ts = ts
-        context = bed.context
-        if context is not None and context.map_trial_until is not None and bed.trial_start is None:
-            bed.trial_start = ts  # protocol.py: the trial starts with its first reading
-
-    @staticmethod
-    def _note_device(bed: BedState, device: str, seq: int | None, arrival: float) -> None:
-        bed.arrivals[device] = arrival
-        if seq is not None:
-            seen = bed.seen.get(device)
-            if seen is None:
-                seen = bed.seen[device] = DedupWindow(DEDUP_WIDTH)
-            seen.record(seq)
+    def _record_seq(bed: BedState, device: str, seq: int) -> None:
+        seen = bed.seen.get(device)
+        if seen is None:
+            seen = bed.seen[device] = DedupWindow(DEDUP_WIDTH)
+        seen.record(seq)
 
     def _feed_artefact(self, event: ArtefactReading) -> list[AlertEventPayload]:
         bed = self._bed(event.ward, event.bed)
@@ -321,17 +334,50 @@ class Evaluator:
     # -- ticks ---------------------------------------------------------------------------
 
     def advance(self, now: float) -> list[AlertEventPayload]:
-        """The tick: rules on the clock and escalation, at ``now``."""
+        """The tick: rules on the clock and escalation, at ``now``.
+
+        Each bed caches the earliest time one of them can fire (``tick_due``); until then
+        the bed is skipped, which changes nothing but the cost. Arrivals only ever move
+        that time later; anything else that could move it earlier (an alert event, an
+        acknowledgement, a context) drops the cache.
+        """
         out: list[AlertEventPayload] = []
         for bed in self._beds.values():
-            rules = self._rules(bed.protocol)
+            due = bed.tick_due
+            if due is not None and now < due:
+                continue
+            rules = self._rulesets[bed.protocol.name]
             rules.signal_lost.tick(bed, now, out)
             rules.device_offline.tick(bed, now, out)
             if rules.assessment is not None:
                 rules.assessment.tick(bed, now, out)
             if bed.alerts.alerts:
                 out.extend(bed.alerts.escalate(bed.header(), now, bed.protocol.escalation))
+            bed.tick_due = self._next_tick(bed, rules)
         return out
+
+    @staticmethod
+    def _next_tick(bed: BedState, rules: RuleSet) -> float | None:
+        """The earliest time a clock rule or escalation of ``bed`` can fire (None: next tick)."""
+        open_ = bed.alerts.alerts
+        dues = []
+        if bed.map_arrival is not None and rules.signal_lost.name not in open_:
+            dues.append(bed.map_arrival + rules.signal_lost.spec.after_s)
+        if bed.arrivals:
+            if rules.device_offline.name in open_:
+                return None  # the set of silent devices may grow at any tick
+            dues.append(min(bed.arrivals.values()) + rules.device_offline.spec.after_s)
+        if rules.assessment is not None:
+            if bed.overdue_next is None:
+                return None
+            dues.append(bed.overdue_next)
+        escalation = bed.protocol.escalation
+        dues += [
+            alert.raised_at + escalation.after_s
+            for alert in open_.values()
+            if alert.state == "active" and alert.priority == escalation.from_priority
+        ]
+        return min(dues, default=math.inf)
 
     # -- views ---------------------------------------------------------------------------
 
@@ -353,6 +399,13 @@ class Evaluator:
             latest={s: StatusValue(value=v, ts=format_ts(t)) for s, (v, t) in state.latest.items()},
             active_alerts=state.alerts.status(),
         )
+
+    def band_in_force(self, ward: str, bed: str, ts: float) -> Band | None:
+        """The MAP band in force for a known bed at event time ``ts`` (its context and trial)."""
+        state = self._beds.get((ward, bed))
+        if state is None:
+            return None
+        return state.protocol.band_at(state.context, ts, state.trial_start)
 
     def beds(self) -> list[tuple[str, str]]:
         return list(self._beds)

@@ -48,6 +48,7 @@ __all__ = [
     "Backoff",
     "BrokerLink",
     "Inbound",
+    "Inbox",
     "Session",
     "count_messages",
     "create_session",
@@ -64,8 +65,8 @@ logger = logging.getLogger(__name__)
 _PENDING_CALLS_THRESHOLD: Final = 100_000
 #: QoS 1 publishes paho keeps in flight before it queues (paho's default is 20).
 _MAX_INFLIGHT: Final = 1000
-#: Extra room in the inbound queue for QoS 0 messages, which Receive Maximum does not bound.
-_QOS0_HEADROOM: Final = 1000
+#: Room in the inbound queue above its high-water mark (TLS may decode a few packets at once).
+_HEADROOM: Final = 1000
 _NODELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
@@ -79,6 +80,92 @@ class Inbound:
     mid: int
     qos: int
     session: int  # which connection delivered it: acknowledgements go back on that one
+
+
+class _ReadGate:
+    """Stops and restarts reading one client's socket (the back-pressure of last resort)."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+        self._paho: PahoClient = client._client
+        self._loop = asyncio.get_running_loop()
+        sock = self._paho.socket()
+        self._fd = -1 if sock is None else sock.fileno()
+        self.paused = False
+
+    def pause(self) -> None:
+        if not self.paused and self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            self._loop.add_reader(self._fd, self._read)
+
+    def _read(self) -> None:
+        # what aiomqtt's own reader does: read packets, and report a broken connection
+        disconnected = self._client._disconnected
+        try:
+            self._paho.loop_read()
+            sock = self._paho.socket()
+            while isinstance(sock, ssl.SSLSocket) and sock.pending() > 0:
+                self._paho.loop_read()
+        except Exception as exc:
+            if not disconnected.done():
+                disconnected.set_exception(exc)
+
+
+class Inbox(asyncio.Queue[Inbound]):
+    """The bounded inbound queue between the client and the pipeline.
+
+    Two mechanisms keep it bounded. The broker should never have more than Receive Maximum
+    unacknowledged QoS 1 messages in flight to us; but Mosquitto 2.0.11, resuming a session
+    with a backlog, was measured sending thousands more once acknowledgements flow. So when
+    the queue reaches ``high_water`` the adapter also stops reading the socket (TCP then
+    pushes back on the broker) and starts again once the pipeline has taken it down to
+    half. paho decodes one packet per read, so the queue never exceeds ``high_water + 1``.
+    """
+
+    def __init__(self, *, high_water: int) -> None:
+        super().__init__(maxsize=high_water + _HEADROOM)
+        self.high_water = high_water
+        self.closed = False
+        self._gate: _ReadGate | None = None
+
+    def attach(self, gate: _ReadGate | None) -> None:
+        self._gate = gate
+        if gate is not None and self.closed:
+            gate.resume()
+
+    def close(self) -> None:
+        """Take no more messages, but keep reading the socket (for PUBACKs on shutdown).
+
+        Messages that arrive from now on are not acknowledged, so the broker delivers them
+        again on the next session.
+        """
+        self.closed = True
+        if self._gate is not None:
+            self._gate.resume()
+
+    def offer(self, item: Inbound) -> bool:
+        """Queue ``item`` without waiting; ``False`` only if the queue was full."""
+        if self.closed:
+            return True  # left unacknowledged: redelivered after the restart
+        try:
+            self.put_nowait(item)
+        except asyncio.QueueFull:
+            return False
+        if self._gate is not None and self.qsize() >= self.high_water:
+            self._gate.pause()
+        return True
+
+    def get_nowait(self) -> Inbound:
+        item = super().get_nowait()
+        gate = self._gate
+        if gate is not None and gate.paused and self.qsize() <= self.high_water // 2:
+            gate.resume()
+        return item
 
 
 def state_topic(instance: str) -> str:
@@ -184,7 +271,7 @@ class BrokerLink:
         *,
         url: str,
         instance: str,
-        inbox: asyncio.Queue[Inbound],
+        inbox: Inbox,
         username: str | None = None,
         password: str | None = None,
         ca_file: Path | None = None,
@@ -208,13 +295,8 @@ class BrokerLink:
         self._keepalive = keepalive
         self._clean_start = clean_start
         self._sessions = 0
-        #: called with the topic of a QoS 0 message dropped because the queue was full
-        self.on_overflow: Callable[[str], None] = lambda _topic: None
-
-    @staticmethod
-    def inbox_size(receive_maximum: int) -> int:
-        """The inbound queue bound for a Receive Maximum (QoS 0 messages get headroom)."""
-        return receive_maximum + _QOS0_HEADROOM
+        #: called with a message dropped because the queue was full (should never happen)
+        self.on_overflow: Callable[[Inbound], None] = lambda _item: None
 
     def _client(self) -> aiomqtt.Client:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -265,12 +347,15 @@ class BrokerLink:
         except aiomqtt.MqttError as exc:
             raise BrokerError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         session = Session(client, number)
+        self.inbox.attach(_ReadGate(client))
         try:
-            await session.publish(state_topic(self.instance), b"online", qos=1, retain=True)
+            # not awaited: with a backlog the socket may pause before the PUBACK is read
+            session.publish_nowait(state_topic(self.instance), b"online", qos=1, retain=True)
             yield session
             with suppress(BrokerError):
                 await session.publish(state_topic(self.instance), b"offline", qos=1, retain=True)
         finally:
+            self.inbox.attach(None)
             with suppress(aiomqtt.MqttError):
                 await client.__aexit__(None, None, None)
 
@@ -281,10 +366,8 @@ class BrokerLink:
             item = Inbound(
                 message.topic, bytes(message.payload), time.time(), message.mid, message.qos, number
             )
-            try:
-                inbox.put_nowait(item)
-            except asyncio.QueueFull:
-                self.on_overflow(item.topic)
+            if not inbox.offer(item):
+                self.on_overflow(item)
 
         return on_message
 

@@ -21,6 +21,7 @@ from streamproc.protocol import (
     SilenceSpec,
     SkinColdSpec,
     SustainedSpec,
+    TrialHintSpec,
     load_protocol,
     preset_names,
 )
@@ -92,6 +93,8 @@ def _latest(spec: LatestSpec) -> str:
         limit = f"at or above {_qty(spec.at_or_above, unit)}"
     else:
         limit = f"below {_qty(spec.below or 0.0, unit)}"
+    if isinstance(spec, TrialHintSpec):
+        limit += " and no oliguria MAP trial is running (it suggests one)"
     return f"the latest {name} is {limit}. The next normal value clears it."
 
 

@@ -31,6 +31,7 @@ from streamproc.models import AlertEventPayload
 from streamproc.protocol import (
     ArtefactSpec,
     AssessmentSpec,
+    Band,
     BandSpec,
     LatestSpec,
     PerfusionSpec,
@@ -76,6 +77,8 @@ class ReadingRule:
         move = tracker.update(
             ts, bad, good, onset_s=self.onset_s, clear_s=self.clear_s, max_gap_s=self.max_gap_s
         )
+        if tracker.phase == "idle":  # an idle tracker holds nothing worth keeping
+            del bed.trackers[self.name]
         self.settle(bed, move, ts, out)
 
     def settle(self, bed: BedState, move: str | None, ts: float, out: Out) -> None:
@@ -88,7 +91,7 @@ class ReadingRule:
             )
         elif move == CLEAR:
             _append(out, bed.alerts.close(bed.header(), self.name, ts))
-        elif bed.trackers[self.name].active:
+        elif bed.failing(self.name):
             change = self.protocol.updates.min_relative_change
             _append(
                 out, bed.alerts.update(bed.header(), self.name, ts, self.observe(bed, ts), change)
@@ -156,10 +159,9 @@ class SustainedRule(ReadingRule):
         self.onset_s, self.clear_s, self.max_gap_s = spec.onset_s, spec.clear_s, spec.max_gap_s
 
     def check(self, bed: BedState, ts: float, out: Out) -> None:
-        if self.low <= bed.latest[self.signal][0] <= self.high:  # fast path: not bad …
-            tracker = bed.trackers.get(self.name)
-            if tracker is None or tracker.phase == "idle":  # … and nothing to clear
-                return
+        # fast path: not bad, and nothing to clear (only non-idle trackers are kept)
+        if self.low <= bed.latest[self.signal][0] <= self.high and self.name not in bed.trackers:
+            return
         super().check(bed, ts, out)
 
     def condition(self, bed: BedState, ts: float) -> tuple[bool, bool]:
@@ -193,21 +195,25 @@ class BandRule(ReadingRule):
         self.only_when_perfused = spec.only_when_perfused
         self.floor = protocol.floor
         self.onset_s, self.clear_s, self.max_gap_s = spec.onset_s, spec.clear_s, spec.max_gap_s
-        standard = protocol.bands.standard
-        # without a context the standard band is in force: the range of MAP that is fine
-        self.standard_fine = (
-            (standard.low if standard.low > self.floor else -_INF, _INF)
-            if self.below
-            else (-_INF, standard.high)
-        )
+        bands = protocol.bands
+        # the MAP values that are fine under each band that holds for any event time
+        self.fine = {
+            False: self._fine(bands.standard),
+            True: self._fine(bands.chronic_hypertension),
+        }
+
+    def _fine(self, band: Band) -> tuple[float, float]:
+        if self.below:
+            return (band.low if band.low > self.floor else -_INF, _INF)
+        return (-_INF, band.high)
 
     def check(self, bed: BedState, ts: float, out: Out) -> None:
-        if bed.context is None:  # fast path for beds on the default protocol
-            low, high = self.standard_fine
-            if low <= bed.latest["map"][0] <= high:
-                tracker = bed.trackers.get(self.name)
-                if tracker is None or tracker.phase == "idle":
-                    return
+        context = bed.context
+        if context is None or context.map_trial_until is None:  # the band is fixed: fast path
+            hypertensive = context is not None and context.chronic_hypertension
+            low, high = self.fine[hypertensive]
+            if low <= bed.latest["map"][0] <= high and self.name not in bed.trackers:
+                return
         super().check(bed, ts, out)
 
     def condition(self, bed: BedState, ts: float) -> tuple[bool, bool]:
@@ -351,6 +357,11 @@ class PerfusionRule(ReadingRule):
     ) -> None:
         super().__init__(name, spec, protocol)
         self.triggers = frozenset(triggers)
+
+    def check(self, bed: BedState, ts: float, out: Out) -> None:
+        if not bed.trackers:  # no rule is pending or raised: nothing fails, nothing to clear
+            return
+        super().check(bed, ts, out)
 
     def _failing(self, bed: BedState) -> list[str]:
         return [c for c in self.spec.components if bed.failing(c)]

@@ -43,7 +43,15 @@ from streamproc.health import HealthServer
 from streamproc.ingest import Outcome, ingest
 from streamproc.metrics import PRIORITIES, Metrics
 from streamproc.models import AlertEventPayload, dump
-from streamproc.mqtt import Backoff, BrokerLink, Inbound, Session, inbound_filters, stay_connected
+from streamproc.mqtt import (
+    Backoff,
+    BrokerLink,
+    Inbound,
+    Inbox,
+    Session,
+    inbound_filters,
+    stay_connected,
+)
 from streamproc.outbox import Outbox, OutboxEntry
 from streamproc.protocol import load_protocol
 from streamproc.settings import Settings, add_setting_flags, settings_from_args
@@ -105,9 +113,7 @@ class Service:
         self.checkpoints = checkpoints
         self.clock = clock
         self.on_alert = on_alert
-        self.inbox: asyncio.Queue[Inbound] = asyncio.Queue(
-            BrokerLink.inbox_size(settings.receive_maximum)
-        )
+        self.inbox = Inbox(high_water=settings.receive_maximum)
         self.link = BrokerLink(
             url=settings.broker,
             instance=settings.instance,
@@ -172,6 +178,7 @@ class Service:
             workers.append(group.create_task(self._checkpoint_loop()))
             await self._stop.wait()
             consumer.cancel()
+            self.inbox.close()
             await self._drain()
             for worker in workers:
                 worker.cancel()
@@ -290,9 +297,9 @@ class Service:
         # the topic names ward and bed only; payloads may hold a patient id and are not logged
         logger.log(level, "rejected %s: %s", rejection.topic, rejection.reason)
 
-    def _dropped(self, topic: str) -> None:
+    def _dropped(self, item: Inbound) -> None:
         self.metrics.messages.labels("dropped", "queue_full").inc()
-        logger.warning("inbound queue full: dropped a QoS 0 message on %s", topic)
+        logger.warning("inbound queue full: dropped a QoS %d message on %s", item.qos, item.topic)
 
     def _emit(self, alert: AlertEventPayload, received: float | None) -> None:
         """Outbox first, then wake the publisher: the alert survives a crash from here on."""

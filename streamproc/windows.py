@@ -91,9 +91,6 @@ class SustainedCondition:
             return RAISE
         return None
 
-    def reset(self) -> None:
-        self.phase = _IDLE
-
     def snapshot(self) -> dict[str, Any]:
         return {
             "phase": self.phase,
@@ -126,17 +123,19 @@ class RollingWindow:
         self.total = 0.0
 
     def add(self, ts: float, value: float) -> None:
+        item = (ts, value)
         items, mins = self.items, self.mins
-        items.append((ts, value))
+        items.append(item)
         self.total += value
         while mins and mins[-1][1] >= value:
             mins.pop()
-        mins.append((ts, value))
+        mins.append(item)
         horizon = ts - self.span
-        while items[0][0] <= horizon:
-            self.total -= items.popleft()[1]
-        while mins[0][0] <= horizon:
-            mins.popleft()
+        if items[0][0] <= horizon:  # the minimum is never older than the oldest item
+            while items[0][0] <= horizon:
+                self.total -= items.popleft()[1]
+            while mins[0][0] <= horizon:
+                mins.popleft()
 
     def mean(self) -> float:
         return self.total / len(self.items)

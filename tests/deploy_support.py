@@ -326,7 +326,16 @@ class Streamproc(ChildProcess):
 
     ready_path = "/readyz"
 
-    def __init__(self, *, broker: DeployBroker, workdir: Path, client_cert: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        broker: DeployBroker,
+        workdir: Path,
+        client_cert: bool = False,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
+        """``settings``: STREAMPROC_* variables that replace the defaults below (except
+        the metrics port and the state directory, which are always this run's own)."""
         super().__init__(workdir=workdir, port=free_port())
         self.metrics_port = self.port
         self.password = password("streamproc")
@@ -341,6 +350,10 @@ class Streamproc(ChildProcess):
             STREAMPROC_PASSWORD_FILE=str(secret),
             STREAMPROC_INSTANCE="streamproc-icu1",
             STREAMPROC_TOPICS='["icu/icu1/#"]',
+        )
+        self.env.update(settings or {})
+        self.env.update(
+            STREAMPROC_METRICS_HOST="127.0.0.1",
             STREAMPROC_METRICS_PORT=str(self.port),
             STREAMPROC_STATE_DIR=str(workdir / "state"),
         )

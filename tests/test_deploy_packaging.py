@@ -8,17 +8,33 @@ itself verifies the unit where ``systemd-analyze`` is installed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 import yaml
-from deploy_support import DEPLOY, MOSQUITTO, REPO, DeployBroker, Pki, client, received_until
+from deploy_support import (
+    DEPLOY,
+    MOSQUITTO,
+    REPO,
+    WAIT,
+    DeployBroker,
+    Pki,
+    Streamproc,
+    client,
+    scrape,
+)
+
+from streamproc.settings import ENV_PREFIX, Settings, load_settings
 
 UNIT = DEPLOY / "systemd" / "streamproc.service"
 
@@ -163,28 +179,95 @@ def test_the_compose_pki_step_makes_certificates_accounts_and_secrets(tmp_path: 
     assert not (etc / "certs" / "ca.key").exists()
 
 
+def natively(etc: Path, broker: DeployBroker) -> Callable[[str], str]:
+    """Rewrite a compose value for a native run: /pki in ``etc``, the broker local."""
+
+    def native(text: str) -> str:
+        text = text.replace("$$", "$").replace("/pki/", f"{etc}/")
+        return text.replace("mqtts://mosquitto:8883", broker.url)
+
+    return native
+
+
+def simulator_command(etc: Path, broker: DeployBroker) -> tuple[list[str], dict[str, str]]:
+    """The compose file's ward-simulator (entrypoint, command, environment), natively."""
+    service = compose()["services"]["ward-simulator"]
+    native = natively(etc, broker)
+    argv = [native(part) for part in service["entrypoint"] + service["command"]]
+    env = {key: native(value) for key, value in service["environment"].items()}
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # "python" = this venv's
+    return argv, {**os.environ, **env, "PATH": path}
+
+
+def streamproc_settings(etc: Path, broker: DeployBroker) -> dict[str, str]:
+    """The compose file's streamproc environment, natively."""
+    environment = compose()["services"]["streamproc"]["environment"]
+    return {key: natively(etc, broker)(value) for key, value in environment.items()}
+
+
 @pytest.mark.broker
 @pytest.mark.asyncio
-async def test_the_compose_broker_lets_the_simulated_ward_reach_streamproc(
-    tmp_path: Path,
-) -> None:
+async def test_the_compose_ward_runs_natively_from_pki_to_streamproc(tmp_path: Path) -> None:
+    """Compose's pki step, broker files, simulator command and streamproc environment, run
+    natively: the simulated ward logs in with its gateway account, publishes each input
+    kind, and streamproc (logged in with its own secret) evaluates all eight beds."""
     etc = compose_setup(tmp_path)
-    secrets = etc / "secrets"
-
-    def secret(user: str) -> str:
-        return (secrets / f"{user}.password").read_text(encoding="utf-8")
-
-    pki = Pki(etc / "certs")
-    with DeployBroker(workdir=tmp_path / "mosquitto", pki=pki, etc=etc) as broker:
-        async with (
-            client(broker, "streamproc", secret=secret("streamproc")) as processor,
-            client(broker, "sim-icu1", secret=secret("sim-icu1")) as gateway,
-        ):
+    streamproc_password = (etc / "secrets" / "streamproc.password").read_text(encoding="utf-8")
+    with (
+        DeployBroker(workdir=tmp_path / "mosquitto", pki=Pki(etc / "certs"), etc=etc) as broker,
+        Streamproc(
+            broker=broker,
+            workdir=tmp_path / "streamproc",
+            settings=streamproc_settings(etc, broker),
+        ) as service,
+    ):
+        async with client(broker, "streamproc", secret=streamproc_password) as processor:
             await processor.subscribe("icu/#", qos=1)
-            await gateway.publish("icu/icu2/b01/vitals", b"{}", qos=1)  # not its ward
-            await gateway.publish("icu/icu1/b01/vitals", b"{}", qos=1)
-            seen = await received_until(processor, "icu/icu1/b01/vitals")
-    assert [message.topic.value for message in seen] == ["icu/icu1/b01/vitals"]
+            argv, env = simulator_command(etc, broker)
+            log = (tmp_path / "simulator.log").open("wb")
+            simulator = await asyncio.create_subprocess_exec(
+                *argv, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+            try:
+                kinds = await input_kinds_seen(processor, {"vitals", "context", "waveform"})
+                beds = await active_beds(service, at_least=8)
+            finally:
+                simulator.terminate()
+                await asyncio.wait_for(simulator.wait(), WAIT)
+                log.close()
+    assert {"vitals", "context", "waveform"} <= kinds, (tmp_path / "simulator.log").read_text()
+    assert beds == 8
+
+
+ACTIVE_BEDS = "streamproc_active_beds "
+
+
+async def active_beds(service: Streamproc, *, at_least: int) -> float:
+    """``streamproc_active_beds`` from /metrics, polled until it reaches ``at_least``."""
+    beds = 0.0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(3 * WAIT):
+            while beds < at_least:
+                await asyncio.sleep(0.2)
+                metrics = await asyncio.to_thread(scrape, service.metrics_port, "/metrics")
+                (line,) = [
+                    x for x in metrics.splitlines() if x.startswith("streamproc_active_beds ")
+                ]
+                beds = float(line.split()[1])
+    return beds
+
+
+async def input_kinds_seen(subscriber: aiomqtt.Client, wanted: set[str]) -> set[str]:
+    """The kinds of bed topics (vitals, context, waveform) seen until all wanted arrived."""
+    seen: set[str] = set()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(3 * WAIT):
+            async for message in subscriber.messages:
+                assert message.topic.value.startswith("icu/icu1/"), message.topic.value
+                seen.add(message.topic.value.split("/")[3])
+                if seen >= wanted:
+                    break
+    return seen
 
 
 def kubernetes() -> dict[str, dict[str, Any]]:
@@ -232,3 +315,47 @@ def test_the_deployment_mounts_what_the_settings_name() -> None:
     assert mounts[settings["STREAMPROC_STATE_DIR"]] == "state"
     assert "STREAMPROC_PASSWORD" not in settings  # the password only as a file
     assert re.fullmatch(r"mqtts://[^:]+:8883", settings["STREAMPROC_BROKER"])
+
+
+def systemd_environment() -> dict[str, str]:
+    """streamproc.env plus the unit's own Environment= lines (credentials dir filled in)."""
+    lines = (DEPLOY / "systemd" / "streamproc.env").read_text(encoding="utf-8").splitlines()
+    unit = UNIT.read_text(encoding="utf-8").splitlines()
+    lines += [line.removeprefix("Environment=") for line in unit if line.startswith("Environment=")]
+    pairs = (line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    return {key: value.replace("%d", "/run/credentials/streamproc.service") for key, value in pairs}
+
+
+def dockerfile_environment() -> dict[str, str]:
+    (env_line,) = [line for line in dockerfile_stages()["service"] if line.startswith("ENV ")]
+    pairs = (item.split("=", 1) for item in env_line.split()[1:])
+    return {key: value for key, value in pairs if key.startswith("STREAMPROC_")}
+
+
+SETTINGS_SOURCES = {
+    "compose": lambda: compose()["services"]["streamproc"]["environment"],
+    "kubernetes": lambda: kubernetes()["ConfigMap/streamproc-icu1"]["data"],
+    "systemd": systemd_environment,
+    "dockerfile": dockerfile_environment,
+}
+
+
+@pytest.mark.parametrize("source", sorted(SETTINGS_SOURCES))
+def test_the_deploy_settings_are_valid_streamproc_settings(
+    source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every STREAMPROC_* variable a deploy file sets is a setting, and together they
+    parse (broker URL, ports, topic list) the way ``streamproc run`` will parse them."""
+    environment = SETTINGS_SOURCES[source]()
+    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    for name, value in environment.items():
+        assert name.startswith(ENV_PREFIX), name
+        assert name.removeprefix(ENV_PREFIX).lower() in Settings.model_fields, name
+        monkeypatch.setenv(name, str(value))
+    settings = load_settings()
+    assert "STREAMPROC_PASSWORD" not in environment  # a file or a credential, never a value
+    if source != "dockerfile":  # the image leaves the broker to whoever runs it
+        assert settings.broker.startswith("mqtts://")
+        assert settings.ca_file is not None
+        assert settings.password_file is not None

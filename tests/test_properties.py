@@ -136,3 +136,21 @@ def test_readings_that_meet_their_targets_raise_no_physiological_alert(
     driver.play(steps)
     kinds = {json.loads(raw)["kind"] for raw in driver.output if raw.startswith(b"{")}
     assert "physiological" not in kinds
+
+
+class _NoTickCache(Driver):
+    """Forgets every bed's tick cache before each tick: ticks run in full every time."""
+
+    def _step(self, kind: str, value: float) -> None:
+        if kind == "tick":
+            for bed in self.evaluator._beds.values():
+                bed.tick_due = None
+        super()._step(kind, value)
+
+
+@_SETTINGS
+@given(_STEPS)
+def test_tick_cache_changes_nothing_but_cost(steps: list[Step]) -> None:
+    uncached = _NoTickCache(Evaluator())
+    uncached.play(steps)
+    assert uncached.output == _run(steps)

@@ -223,6 +223,10 @@ def test_oliguria_trial_expires_after_two_hours_of_event_time(ttp: Evaluator) ->
     status = ttp.status("w1", "b07")
     assert status is not None
     assert status.targets["map.below_target"]["band"] == "standard"
+    band = ttp.band_in_force("w1", "b07", T0 + 7199)
+    assert band is not None
+    assert (band.low, band.high) == (75.0, 80.0)
+    assert ttp.band_in_force("w1", "b07", T0 + 7200) == ttp.default_protocol.bands.standard
 
 
 def test_oliguria_trial_ends_at_map_trial_until_when_that_is_sooner(sc: Evaluator) -> None:

@@ -11,12 +11,12 @@ import pytest
 
 from streamproc.broker import LocalBroker
 from streamproc.errors import BrokerError
-from streamproc.mqtt import BrokerLink, Inbound, inbound_filters
+from streamproc.mqtt import BrokerLink, Inbox, inbound_filters
 
 pytestmark = [pytest.mark.broker, pytest.mark.asyncio]
 
 
-def _link(broker: LocalBroker, inbox: asyncio.Queue[Inbound], **options: int) -> BrokerLink:
+def _link(broker: LocalBroker, inbox: Inbox, **options: int) -> BrokerLink:
     return BrokerLink(url=broker.url, instance="adapter-test", inbox=inbox, **options)
 
 
@@ -37,14 +37,14 @@ async def _retained(broker: LocalBroker, topic: str) -> bytes:
 
 
 async def test_online_then_offline_on_state_topic(broker: LocalBroker) -> None:
-    inbox: asyncio.Queue[Inbound] = asyncio.Queue(10)
+    inbox = Inbox(high_water=10)
     async with _link(broker, inbox).connect():
         assert await _retained(broker, "streamproc/adapter-test/state") == b"online"
     assert await _retained(broker, "streamproc/adapter-test/state") == b"offline"
 
 
 async def test_persistent_session_keeps_readings_while_down(broker: LocalBroker) -> None:
-    inbox: asyncio.Queue[Inbound] = asyncio.Queue(10)
+    inbox = Inbox(high_water=10)
     link = _link(broker, inbox)
     async with link.connect() as session:
         await session.subscribe(inbound_filters(["icu/#"]))
@@ -60,7 +60,7 @@ async def test_persistent_session_keeps_readings_while_down(broker: LocalBroker)
 
 
 async def test_receive_maximum_applies_back_pressure(broker: LocalBroker) -> None:
-    inbox: asyncio.Queue[Inbound] = asyncio.Queue(100)
+    inbox = Inbox(high_water=100)
     async with _link(broker, inbox, receive_maximum=3).connect() as session:
         await session.subscribe(["icu/+/+/vitals"])
         async with _client(broker) as publisher:
@@ -78,8 +78,40 @@ async def test_receive_maximum_applies_back_pressure(broker: LocalBroker) -> Non
 
 
 async def test_unreachable_broker_is_a_broker_error() -> None:
-    inbox: asyncio.Queue[Inbound] = asyncio.Queue(1)
+    inbox = Inbox(high_water=1)
     link = BrokerLink(url="mqtt://127.0.0.1:1", instance="nobody", inbox=inbox)
     with pytest.raises(BrokerError, match="cannot connect"):
         async with link.connect():
             pass
+
+
+async def test_socket_reads_pause_at_the_high_water_mark(broker: LocalBroker) -> None:
+    """A resumed session with a backlog: the queue never grows past its high-water mark.
+
+    (Mosquitto 2.0.11 over-sends Receive Maximum here once acknowledgements flow, so the
+    adapter also stops reading the socket.)
+    """
+    inbox = Inbox(high_water=100)
+    link = _link(broker, inbox, receive_maximum=1000)
+    async with link.connect() as session:
+        await session.subscribe(["icu/+/+/vitals"])
+    async with _client(broker) as publisher:
+        for start in range(0, 3000, 500):
+            await asyncio.gather(
+                *(
+                    publisher.publish(f"icu/w1/b{n % 50}/vitals", str(n).encode(), qos=1)
+                    for n in range(start, start + 500)
+                )
+            )
+    received: list[int] = []
+    deepest = 0
+    async with link.connect() as session, asyncio.timeout(20):
+        while len(received) < 3000:
+            deepest = max(deepest, inbox.qsize())
+            item = await inbox.get()
+            received.append(int(item.payload))
+            session.ack(item)
+            if len(received) % 50 == 0:
+                await asyncio.sleep(0.001)  # a slow pipeline
+    assert deepest <= 101
+    assert sorted(received) == list(range(3000))

@@ -76,6 +76,10 @@ set_password() {
   read_password
   printf '%s\n%s\n' "$PASSWORD" "$PASSWORD" | mosquitto_passwd "${create[@]}" "$passwd_file" "$name" >/dev/null
   chmod 0640 "$passwd_file"
+  # Mosquitto reads the file after dropping to its own user: give it to that group.
+  if getent group mosquitto >/dev/null && ! chgrp mosquitto "$passwd_file" 2>/dev/null; then
+    echo "warning: could not give $passwd_file to group mosquitto; the broker must read it" >&2
+  fi
 }
 
 case $role in
