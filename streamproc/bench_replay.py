@@ -20,6 +20,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -96,7 +97,7 @@ def waveform_rates(seconds: int) -> list[str]:
     for chunk_s in _CHUNKS_S:
         n = int(chunk_s * _FS)
         chunks = [samples[i : i + n] for i in range(0, samples.size, n)]
-        wall, lat = _timed(chunks, lambda size=chunk_s: _derive(WaveformState(), size))
+        wall, lat = _timed(chunks, partial(_derive, chunk_s=chunk_s))
         base, _ = _timed(chunks, lambda: _baseline)
         rate, baseline = samples.size / wall, samples.size / base
         lines.append(
