@@ -74,7 +74,9 @@ def _timed(
     return best, sorted(latencies)
 
 
-def _derive(state: WaveformState, chunk_s: float) -> Callable[[int, npt.NDArray[np.float64]], None]:
+def _derive(*, chunk_s: float) -> Callable[[int, npt.NDArray[np.float64]], None]:
+    state = WaveformState()
+
     def step(i: int, chunk: npt.NDArray[np.float64]) -> None:
         state.push(_START + i * chunk_s, _FS, chunk)
 
