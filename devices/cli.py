@@ -1,4 +1,4 @@
-"""``python -m devices`` command line: ``simulate``, ``scenarios`` and ``loadtest``.
+"""``python -m devices`` command line: ``simulate``, ``scenarios``, ``loadtest`` and ``replay``.
 
 Only this module prints and configures logging; the commands' work lives in
 :mod:`devices.simulate` and :mod:`devices.loadtest`.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import logging
 import sys
@@ -20,14 +19,11 @@ from devices.expectations import check_alerts
 from devices.faults import parse_fault
 from devices.loadtest import LoadConfig, format_table, run_loadtest
 from devices.loadtest import __doc__ as loadtest_doc
+from devices.replay import add_replay_parser, describe, replay_from_args
 from devices.scenario import MIX, load_scenario, scenario_names
 from devices.simulate import run_length, simulate, ward_plans, write_jsonl
 from streamproc.errors import ConfigError, StreamprocError
 from streamproc.timestamps import format_ts
-
-#: Modules of other parts that add a sub-command with ``configure_parser(subparsers)``
-#: (setting ``handler``), as in ``streamproc.cli``: the replay publisher (design §9).
-COMMAND_MODULES = ("devices.replay",)
 
 _EPILOG_SIMULATE = """\
 examples:
@@ -329,15 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scenarios(subparsers)
     _add_check(subparsers)
     _add_loadtest(subparsers)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise  # a missing dependency inside the module is a real error
-            continue  # a command whose module is not part of this build
-        module.configure_parser(subparsers)
+    add_replay_parser(subparsers, handler=_run_replay)
     return parser
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    print(describe(replay_from_args(args)))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
