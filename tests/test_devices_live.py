@@ -23,6 +23,7 @@ import pytest
 from devices.expectations import check_alerts
 from devices.loadtest import LoadConfig, run_loadtest
 from devices.publisher import connect
+from devices.scenario import FaultSpec
 from devices.simulate import Timeline, publish_ward, run_length, ward_plans
 from streamproc.broker import LocalBroker
 from streamproc.timestamps import to_epoch
@@ -177,3 +178,66 @@ def test_short_load_test_loses_no_alert(service: LocalBroker, tmp_path: Path) ->
     assert report["rejections"] == report["rejections_expected"]
     assert set(report["rejections"]) == {"malformed_json", "duplicate"}
     (tmp_path / "load.json").write_text(json.dumps(report), encoding="utf-8")
+
+
+# --- the receiver's clock ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def quick_clock_service(tmp_path: Path, broker: LocalBroker) -> Iterator[LocalBroker]:
+    """``streamproc run`` with the TTP preset, its silence limits cut to seconds (so that a
+    real-time dropout of a few seconds shows what a 30-s one would)."""
+    preset = Path(sys.modules["streamproc"].__file__ or "").parent / "presets/tartare2s-ttp.toml"
+    text = preset.read_text(encoding="utf-8")
+    text = text.replace("after_s = 30.0 ", "after_s = 2.0 ").replace(
+        "after_s = 60.0 ", "after_s = 3.0 "
+    )
+    assert "after_s = 2.0 " in text  # the preset still reads as this test expects
+    assert "after_s = 3.0 " in text
+    protocol = tmp_path / "tartare2s-ttp.toml"
+    protocol.write_text(text, encoding="utf-8")
+    command = [sys.executable, "-m", "streamproc", "--log-level", "WARNING", "run"]
+    options = ["--broker", broker.url, "--metrics-port", "0", "--instance", "sp-test"]
+    options += ["--state-dir", str(tmp_path / "state"), "--protocol-file", str(protocol)]
+    with (tmp_path / "streamproc.log").open("wb") as log:
+        process = subprocess.Popen([*command, *options], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            asyncio.run(_wait_online(broker.url))
+            yield broker
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+async def _dropout_run(url: str) -> list[dict[str, Any]]:
+    faults = [(FaultSpec(kind="dropout", at_min=2 / 60, duration_s=5.0), None)]
+    timeline = Timeline.ending_now(duration=10.0, speed=1.0)
+    plans = ward_plans(
+        scenario="stable_ttp",
+        beds=1,
+        seed=1,
+        ward="w1",
+        start_ts=timeline.start_ts,
+        duration=10.0,
+        faults=faults,
+    )
+    consumer = _Consumer()
+    async with asyncio.timeout(WAIT_S), connect(url, identifier="test-dropout") as client:
+        await client.subscribe("icu/w1/+/alerts", qos=1)
+        async with asyncio.TaskGroup() as group:
+            collector = group.create_task(consumer.collect(client))
+            await publish_ward(broker=url, plans=plans, timeline=timeline)
+            await asyncio.sleep(1.5)  # the clear of the last alert
+            collector.cancel()
+    return consumer.alerts[plans[0].bed]
+
+
+def test_a_real_time_dropout_raises_signal_lost_on_the_receivers_clock(
+    quick_clock_service: LocalBroker,
+) -> None:
+    alerts = asyncio.run(_dropout_run(quick_clock_service.url))
+    events = [(a["rule"], a["event"]) for a in alerts]
+    for rule in ("signal.lost", "device.offline"):
+        assert (rule, "raised") in events, events
+        assert (rule, "cleared") in events, events  # the monitor came back
+    assert not [a for a in alerts if a["kind"] == "physiological"]
