@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -180,6 +180,7 @@ class ProtocolRun:
         return self.by_bed.get((ward, bed), ())
 
 
+@lru_cache(maxsize=1 << 16)
 def _epoch(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
