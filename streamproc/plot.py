@@ -17,13 +17,17 @@ import numpy as np
 
 from streamproc.errors import ConfigError
 from streamproc.protocol import band_at, map_floor
-from streamproc.report import BedTrace, ProtocolRun, alert_spans, report_settings
+from streamproc.report import AlertSpan, BedTrace, ProtocolRun, alert_spans, report_settings
 
 __all__ = ["plot_bed", "plot_beds"]
 
 _PRIORITY_COLOURS: Final = {"high": "#d62728", "medium": "#ff7f0e", "low": "#e6c229"}
 _BAND_COLOUR: Final = "#2ca02c"
 _FLOOR_COLOUR: Final = "#b22222"
+#: Panel heights in inches: the MAP trace, one alert lane, the least for the lanes.
+_MAP_PANEL_IN: Final = 2.6
+_LANE_IN: Final = 0.22
+_MIN_LANES_IN: Final = 0.6
 
 
 def _pyplot() -> Any:
@@ -108,27 +112,14 @@ def _map_panel(ax: Any, trace: BedTrace, run: ProtocolRun, hold: float) -> None:
 
 
 def _alert_lanes(ax: Any, trace: BedTrace, run: ProtocolRun) -> None:
-    """One lane per rule: onset → raise hatched (the onset delay), raise → clear solid."""
+    """One lane per rule: the onset delay hatched, the condition solid, latched (awaiting an
+    acknowledgement) as an outline, up to the clear or the end of the recording."""
     end = trace.last if trace.last is not None else 0.0
     spans = alert_spans(run.bed_alerts(trace.ward, trace.bed), end=end)
     rules = sorted(spans)
     for lane, rule in enumerate(rules):
         for span in spans[rule]:
-            colour = _PRIORITY_COLOURS.get(span.priority, "0.5")
-            onset, raised, stop = _dates([span.onset, span.raised, max(span.end, span.raised + 1)])
-            if raised > onset:
-                ax.barh(
-                    lane,
-                    raised - onset,
-                    left=onset,
-                    height=0.6,
-                    color=colour,
-                    alpha=0.3,
-                    hatch="///",
-                    edgecolor=colour,
-                    lw=0,
-                )
-            ax.barh(lane, stop - raised, left=raised, height=0.6, color=colour, edgecolor="none")
+            _draw_span(ax, lane, span)
     ax.set_yticks(range(len(rules)), rules, fontsize=7)
     ax.set_ylim(-0.7, max(len(rules), 1) - 0.3)
     if not rules:
@@ -146,6 +137,21 @@ def _alert_lanes(ax: Any, trace: BedTrace, run: ProtocolRun) -> None:
     ax.grid(axis="x", alpha=0.3)
 
 
+def _bar(ax: Any, lane: int, start: float, stop: float, **style: Any) -> None:
+    left, right = _dates([start, max(stop, start + 1.0)])
+    ax.barh(lane, right - left, left=left, height=0.6, **style)
+
+
+def _draw_span(ax: Any, lane: int, span: AlertSpan) -> None:
+    colour = _PRIORITY_COLOURS.get(span.priority, "0.5")
+    _bar(ax, lane, span.onset, span.end, facecolor="none", edgecolor=colour, lw=0.8)
+    if span.raised > span.onset:
+        _bar(ax, lane, span.onset, span.raised, color=colour, alpha=0.3, hatch="///", lw=0)
+    for start, stop in span.condition:
+        if stop > span.raised:
+            _bar(ax, lane, max(start, span.raised), stop, color=colour, edgecolor="none")
+
+
 def plot_bed(path: Path, trace: BedTrace, runs: Sequence[ProtocolRun]) -> Path:
     """Draw one bed under every protocol into ``path`` (PNG)."""
     plt = _pyplot()
@@ -153,12 +159,16 @@ def plot_bed(path: Path, trace: BedTrace, runs: Sequence[ProtocolRun]) -> Path:
     from matplotlib.patches import Patch
 
     hold = float(report_settings()["time"]["hold_s"])
-    ratios = [r for _ in runs for r in (3, 1)]
+    end = trace.last if trace.last is not None else 0.0
+    ratios: list[float] = []
+    for run in runs:  # inches: the MAP panel, then a lane of alerts per rule
+        lanes = len(alert_spans(run.bed_alerts(trace.ward, trace.bed), end=end))
+        ratios += [_MAP_PANEL_IN, max(_LANE_IN * lanes, _MIN_LANES_IN)]
     fig, axes = plt.subplots(
         len(ratios),
         1,
         sharex=True,
-        figsize=(11, 3.2 * len(runs) + 0.6),
+        figsize=(11, sum(ratios) + 1.2),
         gridspec_kw={"height_ratios": ratios},
         squeeze=False,
     )
@@ -167,7 +177,13 @@ def plot_bed(path: Path, trace: BedTrace, runs: Sequence[ProtocolRun]) -> Path:
         _alert_lanes(axes[2 * i + 1][0], trace, run)
     handles = [Patch(color=c, label=f"{p} priority alert") for p, c in _PRIORITY_COLOURS.items()]
     handles.append(Patch(facecolor="0.85", hatch="///", edgecolor="0.5", label="onset delay"))
-    fig.legend(handles=handles, loc="lower right", ncol=4, fontsize=7, frameon=False)
+    handles.append(Patch(facecolor="none", edgecolor="0.3", label="latched, awaiting ack"))
+    fig.legend(handles=handles, loc="lower right", ncol=5, fontsize=7, frameon=False)
+    if trace.first is not None and trace.last is not None:
+        # the bed's own recording: a clock that ran on after it (other beds) is not drawn
+        margin = max(1.0, 0.01 * (trace.last - trace.first))
+        bottom_left, right = _dates([trace.first - margin, trace.last + margin])
+        axes[-1][0].set_xlim(bottom_left, right)
     bottom = axes[-1][0]
     locator = mdates.AutoDateLocator(tz=UTC)  # type: ignore[no-untyped-call]
     bottom.xaxis.set_major_locator(locator)
