@@ -151,3 +151,23 @@ def test_thresholds_come_from_the_preset() -> None:
     settings = waveform_settings()
     assert settings.window_blocks == 8
     assert settings.flush_mmHg == 250.0
+
+
+def test_an_overlapping_chunk_is_rejected_late_by_ingest() -> None:
+    from streamproc.evaluator import Evaluator
+    from streamproc.ingest import ingest
+
+    def chunk(t0: float, seq: int) -> bytes:
+        body = {"t0": t0, "fs": FS, "seq": seq, "samples": pulse(1).round(2).tolist()}
+        return json.dumps(body).encode()
+
+    evaluator = Evaluator()
+    topic = "icu/w1/b1/waveform/abp"
+    assert ingest(evaluator, topic, chunk(T0, 1), received=None).rejection is None
+    again = ingest(evaluator, topic, chunk(T0, 1), received=None)  # a QoS 1 redelivery
+    assert again.rejection is not None
+    assert again.rejection.reason == "late"
+    assert ingest(evaluator, topic, chunk(T0 + 1, 2), received=None).rejection is None
+    status = evaluator.status("w1", "b1")
+    assert status is not None
+    assert status.latest == {}  # 2 s of samples: the 8-s window is not 75 % full yet
