@@ -247,6 +247,18 @@ def _add_loadtest(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "--drain", type=float, default=3.0, help="seconds to wait for the last alerts"
     )
     parser.add_argument(
+        "--malformed-rate",
+        type=float,
+        default=0.0,
+        help="share of MAP messages sent as truncated JSON (rejected as malformed_json)",
+    )
+    parser.add_argument(
+        "--duplicate-rate",
+        type=float,
+        default=0.0,
+        help="share of MAP messages sent twice (rejected as duplicate)",
+    )
+    parser.add_argument(
         "--watch-pid",
         type=_labelled_pid,
         action="append",
@@ -267,8 +279,12 @@ def _labelled_pid(text: str) -> tuple[str, int]:
 
 
 def _run_loadtest(args: argparse.Namespace) -> int:
-    if args.duration <= 0 or not 0.0 <= args.breach_fraction <= 1.0:
-        raise ConfigError("--duration must be positive and --breach-fraction within 0–1")
+    rates = (args.breach_fraction, args.malformed_rate, args.duplicate_rate)
+    if args.duration <= 0 or not all(0.0 <= r <= 1.0 for r in rates):
+        raise ConfigError(
+            "--duration must be positive; --breach-fraction, --malformed-rate and "
+            "--duplicate-rate within 0–1"
+        )
     cfg = LoadConfig(
         broker=args.broker,
         beds=args.beds,
@@ -277,6 +293,8 @@ def _run_loadtest(args: argparse.Namespace) -> int:
         ward=args.ward,
         seed=args.seed,
         breach_fraction=args.breach_fraction,
+        malformed_rate=args.malformed_rate,
+        duplicate_rate=args.duplicate_rate,
         drain=args.drain,
         watch_pids=tuple(args.watch_pid),
     )
