@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import warnings
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamproc.errors import RejectedReading
 from streamproc.events import ArtefactReading, Reading, WaveformChunk
@@ -171,3 +174,19 @@ def test_an_overlapping_chunk_is_rejected_late_by_ingest() -> None:
     status = evaluator.status("w1", "b1")
     assert status is not None
     assert status.latest == {}  # 2 s of samples: the 8-s window is not 75 % full yet
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=30 * 125 - 1), max_size=12, unique=True),
+    flush_at=st.integers(min_value=0, max_value=30 * 125 - 3),
+)
+def test_any_chunking_gives_the_same_outputs(cuts: list[int], flush_at: int) -> None:
+    samples = pulse(30)
+    samples[flush_at : flush_at + 2] = 300.0
+    whole = WaveformState().push(T0, FS, samples)
+    state, out = WaveformState(), []
+    for lo, hi in pairwise([0, *sorted(cuts), samples.size]):
+        out += state.push(T0 + lo / FS, FS, samples[lo:hi])
+    assert [(o.ts, o.artefact) for o in out] == [(o.ts, o.artefact) for o in whole]
+    assert [o.map for o in out] == pytest.approx([o.map for o in whole], abs=1e-9)
