@@ -9,6 +9,7 @@ leaves either the old or the new checkpoint, never half of one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -26,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 #: Bumped when the file layout changes incompatibly.
 CHECKPOINT_FORMAT: Final = 1
+#: List items (beds) encoded between two yields to the event loop.
+_ITEMS_PER_SLICE: Final = 16
 
 
 class CheckpointStore:
@@ -35,24 +38,39 @@ class CheckpointStore:
         self.path = path
         # The periodic save runs in a worker thread and the shutdown save in the event loop's
         # thread: both write the same temporary file, so one save at a time.
-        self._lock = threading.Lock()
+        self._writing = threading.Lock()
 
     def save(self, snapshot: Mapping[str, Any], *, saved_at: float | None = None) -> None:
-        document = {
-            "format": CHECKPOINT_FORMAT,
-            "saved_at": time.time() if saved_at is None else saved_at,
-            "evaluator": snapshot,
-        }
-        data = json.dumps(document, separators=(",", ":")).encode()
+        self.write(self.encode(_dumps(snapshot).encode(), saved_at=saved_at))
+
+    async def save_async(self, snapshot: Mapping[str, Any]) -> None:
+        """Like :meth:`save`, but encodes piece by piece, yielding to the event loop between
+        pieces (a snapshot of hundreds of beds takes tens of milliseconds to encode), and
+        writes in a worker thread."""
+        encoded = await _dumps_piecewise(snapshot)
+        await asyncio.to_thread(self.write, self.encode(encoded))
+
+    @staticmethod
+    def encode(snapshot_json: bytes, *, saved_at: float | None = None) -> bytes:
+        """The checkpoint document around an already JSON-encoded evaluator snapshot."""
+        stamp = time.time() if saved_at is None else saved_at
+        head = f'{{"format":{CHECKPOINT_FORMAT},"saved_at":{stamp!r},"evaluator":'.encode()
+        return head + snapshot_json + b"}"
+
+    def write(self, data: bytes) -> None:
+        """Replace the checkpoint with ``data`` atomically (temporary file, fsync, rename)."""
+        with self._writing:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(self.path.name + ".tmp")
-        with self._lock:
-            with temporary.open("wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            temporary.replace(self.path)
-            _fsync_directory(self.path.parent)
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(self.path)
+        _fsync_directory(self.path.parent)
 
     def load(self) -> dict[str, Any] | None:
         """The saved evaluator snapshot, or ``None`` when there is no checkpoint yet."""
@@ -71,6 +89,26 @@ class CheckpointStore:
         logger.info("restoring the evaluator from %s", self.path)
         snapshot: dict[str, Any] = document["evaluator"]
         return snapshot
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+async def _dumps_piecewise(snapshot: Mapping[str, Any]) -> bytes:
+    """``_dumps(snapshot)``, one list item at a time with a yield every few items."""
+    parts: list[str] = []
+    for key, value in snapshot.items():
+        if not isinstance(value, list):
+            parts.append(f"{_dumps(key)}:{_dumps(value)}")
+            continue
+        items: list[str] = []
+        for index, item in enumerate(value):
+            items.append(_dumps(item))
+            if index % _ITEMS_PER_SLICE == _ITEMS_PER_SLICE - 1:
+                await asyncio.sleep(0)
+        parts.append(f"{_dumps(key)}:[{','.join(items)}]")
+    return ("{" + ",".join(parts) + "}").encode()
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -22,15 +22,18 @@ from typing import Any, Final, TextIO
 
 from prometheus_client import CollectorRegistry
 
+from devices.scenario import MIX
+from devices.simulate import simulate
 from streamproc.broker import LocalBroker
 from streamproc.evaluator import Evaluator
 from streamproc.models import AlertEventPayload, BedStatusPayload
-from streamproc.sample_ward import run_sample_ward
 from streamproc.service import Service, open_service, serve
 from streamproc.settings import load_settings
 
 __all__ = ["alert_line", "configure_parser", "render_ward", "run_demo"]
 
+#: Event seconds per wall second: a one-hour scenario plays in 40 s.
+DEFAULT_SPEED: Final = 90.0
 #: Seconds between two redraws of the live view.
 _REDRAW: Final = 1.0
 _VIEW_WIDTH: Final = 90
@@ -62,7 +65,7 @@ def render_ward(statuses: list[BedStatusPayload], *, header: str, colour: bool =
             tint = _PRIORITY_COLOUR[alert.priority] if colour else ""
             reset = _RESET if tint else ""
             lines.append(
-                f"{'':8} {tint}{alert.priority.upper():<6} {alert.rule:<24} {alert.state:<12}"
+                f"{'':8} {tint}{alert.priority.upper():<6} {alert.rule:<32} {alert.state:<12}"
                 f" since {alert.onset}{reset}"
             )
         lines.append("")
@@ -70,7 +73,7 @@ def render_ward(statuses: list[BedStatusPayload], *, header: str, colour: bool =
 
 
 def _targets(targets: dict[str, Any]) -> list[str]:
-    """The targets in force, each bound once (several rules share the MAP band), wrapped."""
+    """The targets in force on one line, each bound once (several rules share the MAP band)."""
     bounds: dict[str, str] = {}
     for rule_targets in targets.values():
         if isinstance(rule_targets, dict):
@@ -78,8 +81,8 @@ def _targets(targets: dict[str, Any]) -> list[str]:
                 if isinstance(value, (int, float, str)):
                     bounds.setdefault(key, f"{key} {value:g}" if not isinstance(value, str)
                                       else f"{key} {value}")  # fmt: skip
-    words = textwrap.wrap(", ".join(bounds.values()), width=_VIEW_WIDTH)
-    return [f"{'':8} {'targets:' if n == 0 else '':8} {line}" for n, line in enumerate(words)]
+    line = textwrap.shorten(", ".join(bounds.values()), width=_VIEW_WIDTH, placeholder=" …")
+    return [f"{'':8} targets: {line}"]
 
 
 def _value(status: BedStatusPayload, name: str) -> str:
@@ -106,6 +109,8 @@ async def run_demo(
     beds: int,
     duration: float | None,
     tty: bool,
+    scenario: str = MIX,
+    speed: float = DEFAULT_SPEED,
     out: TextIO = sys.stdout,
 ) -> int:
     """Run the demo until ``duration`` has passed or SIGINT/SIGTERM; return the exit code."""
@@ -124,10 +129,16 @@ async def run_demo(
                 print(alert_line(alert), file=out, flush=True)
 
         service = open_service(settings, registry=CollectorRegistry(), on_alert=show)
-        ward = run_sample_ward(broker=broker, beds=beds)
+        ward = _ward(broker=broker, beds=beds, scenario=scenario, speed=speed, out=out)
         await _run_together(service, ward, duration=duration, tty=tty, out=out)
         print(f"demo stopped: {len(alerts)} alert events from {beds} beds", file=out)
     return 0
+
+
+async def _ward(*, broker: str, beds: int, scenario: str, speed: float, out: TextIO) -> None:
+    """The simulated ward (the ``devices`` package); says so when its scenarios are over."""
+    await simulate(broker=broker, beds=beds, scenario=scenario, speed=speed, seed=1, duration=None)
+    print("the simulated ward has finished its scenarios; Ctrl-C stops the demo", file=out)
 
 
 async def _run_together(
@@ -172,8 +183,8 @@ def _header(service: Service, duration: float | None, *, bold: bool) -> str:
     title = f"{_BOLD}streamproc demo{_RESET}" if bold else "streamproc demo"
     until = "Ctrl-C stops" if duration is None else f"stops after {duration:g} s or on Ctrl-C"
     return (
-        f"{title} — broker {service.settings.broker}, built-in sample "
-        f"ward; {until}. A SECONDARY alerting system: never a replacement for the monitor's "
+        f"{title} — broker {service.settings.broker}, simulated ward (python -m devices); "
+        f"{until}. A SECONDARY alerting system: never a replacement for the monitor's "
         f"own alarms."
     )
 
@@ -183,17 +194,32 @@ def configure_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "demo",
         help="run a simulated ward through the service, with a live view of every bed",
         description=(
-            "Start Mosquitto (unless --broker is given), a simulated ward and the service, and "
-            "show each bed's latest values, targets and active alerts. Readings start a few "
-            "minutes in the past and run fast until they catch up with the clock, so alerts "
-            "with a 60-s onset delay appear within seconds."
+            "Start Mosquitto (unless --broker is given), a simulated ward (the devices "
+            "package's scenarios) and the service, and show each bed's latest values, targets "
+            "and active alerts. The scenarios run --speed times faster than real time on a "
+            "timeline that ends now, so an hour of a patient's course plays in under a minute."
         ),
     )
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     parser.add_argument(
         "--no-tty", action="store_true", help="print alert events as lines, no live view"
     )
-    parser.add_argument("--beds", type=int, default=4, metavar="N", help="beds (default 4)")
+    parser.add_argument(
+        "--beds", type=int, default=8, metavar="N", help="beds (default 8: every scenario once)"
+    )
+    parser.add_argument(
+        "--scenario",
+        default=MIX,
+        metavar="NAME",
+        help=f"a devices scenario for every bed, or {MIX} (default: each in turn)",
+    )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=DEFAULT_SPEED,
+        metavar="X",
+        help=f"event seconds per wall second (default {DEFAULT_SPEED:g})",
+    )
     parser.add_argument(
         "--broker", metavar="URL", help="use this broker instead of starting Mosquitto"
     )
@@ -203,5 +229,12 @@ def configure_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 def _demo_command(args: argparse.Namespace) -> int:
     tty = not args.no_tty and sys.stdout.isatty()
     return asyncio.run(
-        run_demo(broker=args.broker, beds=args.beds, duration=args.duration, tty=tty)
+        run_demo(
+            broker=args.broker,
+            beds=args.beds,
+            duration=args.duration,
+            tty=tty,
+            scenario=args.scenario,
+            speed=args.speed,
+        )
     )

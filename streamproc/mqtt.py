@@ -226,6 +226,17 @@ class Session:
         self._client = client
         self._paho: PahoClient = client._client
         self.number = number
+        self._on_puback: dict[int, Callable[[], None]] = {}
+        aiomqtt_on_publish = self._paho.on_publish
+
+        def on_publish(*args: Any) -> None:
+            if aiomqtt_on_publish is not None:
+                aiomqtt_on_publish(*args)
+            callback = self._on_puback.pop(args[2], None)  # (client, userdata, mid, ...)
+            if callback is not None:
+                callback()
+
+        self._paho.on_publish = on_publish
 
     async def subscribe(self, filters: Iterable[str]) -> None:
         try:
@@ -246,6 +257,19 @@ class Session:
         info = self._paho.publish(topic, payload, qos, retain)
         if info.rc != 0:
             raise BrokerError(f"publish to {topic} failed: paho code {info.rc}")
+
+    def publish_tracked(self, topic: str, payload: bytes, on_puback: Callable[[], None]) -> None:
+        """Hand a QoS 1 message to the client now; ``on_puback`` runs on the broker's PUBACK.
+
+        Nothing is awaited, so the receive path can publish an alert the moment it is
+        raised. If the connection is lost first, ``on_puback`` never runs.
+        """
+        info = self._paho.publish(topic, payload, 1, False)
+        if info.rc != 0:
+            raise BrokerError(f"publish to {topic} failed: paho code {info.rc}")
+        self._on_puback[info.mid] = on_puback
+        # write now rather than on the loop's next turn (what aiomqtt's writer would do)
+        self._paho.loop_write()
 
     def ack(self, message: Inbound) -> None:
         """PUBACK a processed QoS 1 message (no-op for QoS 0 or an older connection)."""

@@ -85,9 +85,12 @@ class _Unacked:
 
 @dataclass(slots=True)
 class _Message:
+    """A best-effort publish: a retained status (QoS 0) or a rejection notice (QoS 1)."""
+
     topic: str
     payload: bytes
     retain: bool
+    qos: int
 
 
 class Service:
@@ -103,9 +106,11 @@ class Service:
         checkpoints: CheckpointStore,
         clock: Callable[[], float] = time.time,
         on_alert: Callable[[AlertEventPayload], None] = lambda _alert: None,
-        on_latency: Callable[[float], None] | None = None,
+        on_latency: Callable[[str, float], None] | None = None,
     ) -> None:
         self.settings = settings
+        #: a probe for benchmarks: ``(stage, seconds since receipt)`` of each alert event, at
+        #: "written" (handed to the socket) and "acknowledged" (the broker's PUBACK)
         self.on_latency = on_latency
         self.evaluator = evaluator
         self.metrics = metrics
@@ -205,6 +210,7 @@ class Service:
     async def _on_connect(self, session: Session) -> None:
         async with self._session_changed:
             self._session = session
+            self._resend_outbox(session)  # before any new alert can overtake an older one
             self._session_changed.notify_all()
         await session.subscribe(inbound_filters(self.settings.topics))
         self._connections += 1
@@ -218,7 +224,7 @@ class Service:
             self.link.port,
             session.number,
         )
-        self._wake_publisher.set()  # re-send the outbox on this session
+        self._wake_publisher.set()
 
     def _on_disconnect(self) -> None:
         self._session = None
@@ -239,8 +245,10 @@ class Service:
     async def _take(self, item: Inbound) -> None:
         session = await self._session_for(item)
         if session is not None:
-            self.process(item.topic, item.payload, received=item.received)
+            outcome = self.process(item.topic, item.payload, received=item.received)
             session.ack(item)
+            if outcome.alerts:
+                await asyncio.sleep(0)  # let the loop read the PUBACK soon
 
     async def _session_for(self, item: Inbound) -> Session | None:
         """The session to acknowledge ``item`` on; ``None`` if the broker will redeliver it."""
@@ -284,7 +292,7 @@ class Service:
         self.metrics.messages.labels("rejected", rejection.reason).inc()
         self._log_rejection(rejection, received)
         payload = encode_rejection(rejection, at=received)
-        self._queue_best_effort(_Message(self.rejected_topic, payload, retain=False))
+        self._queue_best_effort(_Message(self.rejected_topic, payload, retain=False, qos=1))
         if rejection.ward is not None and rejection.bed is not None:
             self._dirty[(rejection.ward, rejection.bed)] = None
 
@@ -302,13 +310,19 @@ class Service:
         logger.warning("inbound queue full: dropped a QoS %d message on %s", item.qos, item.topic)
 
     def _emit(self, alert: AlertEventPayload, received: float | None) -> None:
-        """Outbox first, then wake the publisher: the alert survives a crash from here on."""
-        entry = self.outbox.add(f"icu/{alert.ward}/{alert.bed}/alerts", dump(alert))
-        self._unacked[entry.id] = _Unacked(entry, received)
+        """Outbox first, then straight to the client: the alert survives a crash from here on.
+
+        Handing the alert to the client awaits nothing; its PUBACK removes it from the
+        outbox later. Without a connection it waits in the outbox for the next session.
+        """
+        unacked = _Unacked(self.outbox.add(f"icu/{alert.ward}/{alert.bed}/alerts", dump(alert)),
+                           received)  # fmt: skip
+        self._unacked[unacked.entry.id] = unacked
         self.metrics.alert_events.labels(alert.rule, alert.priority, alert.event).inc()
         self._dirty[(alert.ward, alert.bed)] = None
         self._checkpoint_soon.set()
-        self._wake_publisher.set()
+        if self._session is not None:
+            self._send(self._session, unacked)
         self.on_alert(alert)
 
     # ---------------------------------------------------------------- publish path
@@ -321,40 +335,48 @@ class Service:
         self._wake_publisher.set()
 
     async def _publish_loop(self) -> None:
-        async with asyncio.TaskGroup() as deliveries:
-            while True:
-                await self._wake_publisher.wait()
-                self._wake_publisher.clear()
-                session = self._session
-                if session is None:
-                    continue
-                for unacked in list(self._unacked.values()):
-                    if unacked.sent_on != session.number:
-                        unacked.sent_on = session.number
-                        deliveries.create_task(self._deliver(session, unacked))
-                self._publish_best_effort(session)
+        """Statuses and rejection notices, handed to the client in batches."""
+        while True:
+            await self._wake_publisher.wait()
+            self._wake_publisher.clear()
+            if self._session is not None:
+                self._publish_best_effort(self._session)
 
-    async def _deliver(self, session: Session, unacked: _Unacked) -> None:
+    def _resend_outbox(self, session: Session) -> None:
+        """Every alert not yet acknowledged, oldest first, on a new session."""
+        for unacked in list(self._unacked.values()):
+            if unacked.sent_on != session.number:
+                self._send(session, unacked)
+
+    def _send(self, session: Session, unacked: _Unacked) -> None:
         entry = unacked.entry
         try:
-            await session.publish(entry.topic, entry.payload, qos=1, retain=False)
-        except Exception as exc:
-            logger.debug("alert %d not acknowledged (%s); it stays in the outbox", entry.id, exc)
+            session.publish_tracked(entry.topic, entry.payload, lambda: self._acked(unacked))
+        except BrokerError as exc:
+            logger.debug("alert %d not sent (%s); it stays in the outbox", entry.id, exc)
             return
-        if self._unacked.pop(entry.id, None) is None:
-            return  # acknowledged on another session already
-        self.outbox.remove(entry.id)
+        unacked.sent_on = session.number
+        if self.on_latency is not None and unacked.received is not None:
+            self.on_latency("written", self.clock() - unacked.received)
+
+    def _acked(self, unacked: _Unacked) -> None:
+        """The broker has the alert: it leaves the outbox."""
+        if self._unacked.pop(unacked.entry.id, None) is None:
+            return  # acknowledged on an earlier session already
+        self.outbox.remove(unacked.entry.id)
         if unacked.received is not None:
             latency = self.clock() - unacked.received
             self.metrics.latency.observe(latency)
             if self.on_latency is not None:
-                self.on_latency(latency)
+                self.on_latency("acknowledged", latency)
 
     def _publish_best_effort(self, session: Session) -> None:
         while self._best_effort:
             message = self._best_effort[0]
             try:
-                session.publish_nowait(message.topic, message.payload, qos=1, retain=message.retain)
+                session.publish_nowait(
+                    message.topic, message.payload, qos=message.qos, retain=message.retain
+                )
             except BrokerError as exc:
                 logger.debug("best-effort publish deferred: %s", exc)
                 return
@@ -385,19 +407,25 @@ class Service:
             self._status_sent[bed] = now
             status = self.evaluator.status(*bed)
             payload = b"" if status is None else dump(status)  # empty: the bed was discharged
-            self._queue_best_effort(_Message(f"icu/{bed[0]}/{bed[1]}/status", payload, True))
+            # QoS 0: a newer status follows on the next change, and it is retained on the broker
+            topic = f"icu/{bed[0]}/{bed[1]}/status"
+            self._queue_best_effort(_Message(topic, payload, retain=True, qos=0))
 
     async def _checkpoint_loop(self) -> None:
+        """A checkpoint every ``checkpoint_interval`` when something changed, sooner after an
+        alert event, but never two within one interval: a snapshot of a few hundred beds
+        costs tens of milliseconds of the event loop."""
+        interval = self.settings.checkpoint_interval
+        last = -interval
         while True:
             with suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._checkpoint_soon.wait(), self.settings.checkpoint_interval
-                )
+                await asyncio.wait_for(self._checkpoint_soon.wait(), interval)
             self._checkpoint_soon.clear()
+            await asyncio.sleep(max(0.0, last + interval - time.monotonic()))
             if self._changed:
                 self._changed = False
-                snapshot = self.evaluator.snapshot()
-                await asyncio.to_thread(self.checkpoints.save, snapshot)
+                await self.checkpoints.save_async(self.evaluator.snapshot())
+                last = time.monotonic()
 
     def save_checkpoint(self) -> None:
         self.checkpoints.save(self.evaluator.snapshot())
@@ -431,7 +459,7 @@ def open_service(
     *,
     registry: CollectorRegistry,
     on_alert: Callable[[AlertEventPayload], None] = lambda _alert: None,
-    on_latency: Callable[[float], None] | None = None,
+    on_latency: Callable[[str, float], None] | None = None,
 ) -> Service:
     """A service with its outbox and checkpoint in ``settings.state_dir``."""
     state = Path(settings.state_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from pathlib import Path
 
@@ -148,3 +149,14 @@ def test_inbound_filters_never_include_our_own_topics(owned: str, expected: str)
 def test_inbound_filters_reject_what_they_cannot_own(owned: str) -> None:
     with pytest.raises(ConfigError, match="topic filter"):
         inbound_filters([owned])
+
+
+@pytest.mark.asyncio
+async def test_checkpoint_encoded_piecewise_equals_the_plain_encoding(tmp_path: Path) -> None:
+    snapshot = {"version": 1, "beds": [{"bed": f"b{n}", "map": [n, 1.5]} for n in range(40)]}
+    plain = CheckpointStore(tmp_path / "plain.json")
+    plain.save(snapshot, saved_at=5.0)
+    piecewise = CheckpointStore(tmp_path / "piecewise.json")
+    await piecewise.save_async(snapshot)
+    assert piecewise.load() == plain.load() == snapshot
+    assert json.loads((tmp_path / "plain.json").read_bytes())["saved_at"] == 5.0
