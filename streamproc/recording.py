@@ -20,6 +20,7 @@ from streamproc.protocol import Protocol
 from streamproc.readers import FORMATS, Message, detect_format, load_options, read_recordings
 from streamproc.readers.options import RecordingOptions
 from streamproc.readers.presets import reader_preset
+from streamproc.readers.wfdb_records import is_numerics
 from streamproc.readers.wire import messages_of, read_jsonl
 
 __all__ = [
@@ -114,8 +115,9 @@ def add_recording_options(parser: argparse.ArgumentParser) -> None:
         "--charted",
         choices=("auto", "yes", "no"),
         default="auto",
-        help="treat the data as charted (hourly), not streamed: signal.lost and sustained MAP "
-        "rules follow the charting interval (default auto: yes for Challenge 2012)",
+        help="treat the data as charted or intermittent, not streamed: signal.lost and "
+        "sustained MAP rules follow the charting interval (default auto: yes for Challenge "
+        "2012 and WFDB numerics records)",
     )
 
 
@@ -188,8 +190,11 @@ def _charted(paths: Sequence[Path], args: argparse.Namespace) -> bool:
     if args.charted != "auto":
         return bool(args.charted == "yes")
     columns = _pairs(args.column, "--column")
-    formats = {args.format or detect_format(p, columns=columns) for p in paths}
-    return "challenge2012" in formats
+    for path in paths:
+        fmt = args.format or detect_format(path, columns=columns)
+        if fmt == "challenge2012" or (fmt == "wfdb" and is_numerics(path)):
+            return True
+    return False
 
 
 def adapt_for_charts(protocol: Protocol) -> Protocol:

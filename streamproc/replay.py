@@ -49,6 +49,7 @@ from streamproc.readers.wire import read_jsonl
 from streamproc.recording import (
     DEFAULT_PROTOCOL,
     REPLAY_EPILOG,
+    Recording,
     adapt_for_charts,
     add_recording_options,
     load_recording,
@@ -235,30 +236,39 @@ def _run(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         sinks = _alert_sinks(stack, args)
         for protocol in protocols:
-            run = ProtocolRun(protocol)
-            summary = ReplaySummary()
+            # the MAP trace does not depend on the protocol: record it on the first pass
             observe = recorder.observe_outcome if recorder is not None and not runs else None
-            pairs = recording.pairs(protocol.name if args.protocol else None)
-            progress = _progress_printer(
-                sys.stderr, label=protocol.name, total=len(recording.messages)
-            )
-            for alert in replay_messages(
-                pairs,
-                _evaluator(protocol),
-                summary=summary,
-                tick_every=args.tick_every or recording.tick_every,
-                progress=progress,
-                observe=observe,
-            ):
-                line = alert_line(alert)
-                for sink in sinks:
-                    sink.write(line)
-                run.add(alert)
-            runs.append(run)
-            print(f"== {protocol.name}\n{summary.render()}", file=sys.stderr)
+            runs.append(_replay_protocol(recording, protocol, args, sinks=sinks, observe=observe))
     if recorder is not None:
         _write_report(Path(args.report), recorder, runs, sources=sources, plot=args.plot)
     return 0
+
+
+def _replay_protocol(
+    recording: Recording,
+    protocol: Protocol,
+    args: argparse.Namespace,
+    *,
+    sinks: list[IO[bytes]],
+    observe: Callable[[Outcome], None] | None,
+) -> ProtocolRun:
+    """One pass over the recording under ``protocol``; alert lines go to every sink."""
+    run = ProtocolRun(protocol)
+    summary = ReplaySummary()
+    for alert in replay_messages(
+        recording.pairs(protocol.name if args.protocol else None),
+        _evaluator(protocol),
+        summary=summary,
+        tick_every=args.tick_every or recording.tick_every,
+        progress=_progress_printer(sys.stderr, label=protocol.name, total=len(recording.messages)),
+        observe=observe,
+    ):
+        line = alert_line(alert)
+        for sink in sinks:
+            sink.write(line)
+        run.add(alert)
+    print(f"== {protocol.name}\n{summary.render()}", file=sys.stderr)
+    return run
 
 
 def _alert_sinks(stack: ExitStack, args: argparse.Namespace) -> list[IO[bytes]]:

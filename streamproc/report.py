@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -150,6 +150,7 @@ class AlertRow(NamedTuple):
 
     alert_id: str
     event: str
+    state: str
     rule: str
     priority: str
     kind: str
@@ -168,6 +169,7 @@ class ProtocolRun:
         row = AlertRow(
             alert.alert_id,
             alert.event,
+            alert.state,
             alert.rule,
             alert.priority,
             alert.kind,
@@ -180,6 +182,7 @@ class ProtocolRun:
         return self.by_bed.get((ward, bed), ())
 
 
+@lru_cache(maxsize=1 << 16)
 def _epoch(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
@@ -216,13 +219,24 @@ def map_time(trace: BedTrace, protocol: Protocol, *, hold: float) -> dict[str, f
 
 @dataclass(slots=True)
 class AlertSpan:
-    """One alert's life: condition onset, raise, end (clear, or the end of the recording)."""
+    """One alert's life::
+
+        onset ──(onset delay)──▶ raised ──active──▶ latched ──(awaiting ack)──▶ … end
+        └──────────── condition periods ─────────┘  (re-opened if it turns active again)
+
+    ``end`` is when it cleared, or the end of the recording if it never did.
+    """
 
     onset: float
     raised: float
     end: float
     priority: str
-    latched: bool = False
+    #: ``[start, stop]`` periods in which the alert condition held (a target was missed)
+    condition: list[list[float]] = field(default_factory=list)
+
+    @property
+    def latched(self) -> bool:
+        return bool(self.condition) and self.condition[-1][1] < self.end
 
 
 def alert_spans(alerts: Iterable[AlertRow], *, end: float) -> dict[str, list[AlertSpan]]:
@@ -232,24 +246,35 @@ def alert_spans(alerts: Iterable[AlertRow], *, end: float) -> dict[str, list[Ale
         by_id = spans[alert.rule]
         span = by_id.get(alert.alert_id)
         if span is None:
-            span = AlertSpan(alert.onset, alert.at, max(end, alert.at), alert.priority)
+            stop = max(end, alert.at)
+            span = AlertSpan(alert.onset, alert.at, stop, alert.priority, [[alert.onset, stop]])
             by_id[alert.alert_id] = span
-        if alert.event == "escalated":
-            span.priority = alert.priority
-        elif alert.event == "latched":
-            span.latched = True
-        elif alert.event == "cleared":
-            span.end = alert.at
+        _follow(span, alert)
     return {rule: list(by_id.values()) for rule, by_id in spans.items()}
 
 
-def _union_seconds(spans: Iterable[AlertSpan]) -> float:
+def _follow(span: AlertSpan, alert: AlertRow) -> None:
+    if alert.event == "escalated":
+        span.priority = alert.priority
+    holding = span.condition[-1][1] == span.end  # the last period is still open
+    if alert.state in ("latched", "cleared") and holding:
+        span.condition[-1][1] = alert.at
+    elif alert.state in ("active", "acknowledged") and not holding:
+        span.condition.append([alert.at, span.end])
+    if alert.event == "cleared":
+        span.end = alert.at
+        span.condition[-1][1] = min(span.condition[-1][1], alert.at)
+
+
+def _union_seconds(spans: Iterable[AlertSpan], *, lo: float, hi: float) -> float:
+    """Seconds within ``[lo, hi]`` (the bed's recording) in which an alert condition held."""
+    periods = sorted((max(p[0], lo), min(p[1], hi)) for span in spans for p in span.condition)
     total, reach = 0.0, float("-inf")
-    for span in sorted(spans, key=lambda s: s.onset):
-        start = max(span.onset, reach)
-        if span.end > start:
-            total += span.end - start
-            reach = span.end
+    for begin, stop in periods:
+        start = max(begin, reach)
+        if stop > start:
+            total += stop - start
+            reach = stop
     return total
 
 
@@ -271,7 +296,10 @@ def summarise(trace: BedTrace, run: ProtocolRun) -> dict[str, Any]:
         "floor": map_floor(protocol),
         "band": {"low": band.low, "high": band.high},
         "map_time_s": map_time(trace, protocol, hold=hold),
-        "target_missed_s": {rule: _union_seconds(s) for rule, s in sorted(spans.items())},
+        "target_missed_s": {
+            rule: _union_seconds(s, lo=trace.first or 0.0, hi=end)
+            for rule, s in sorted(spans.items())
+        },
         "alerts": dict(by_rule),
         "alerts_raised": len(raised),
         "alerts_by_kind": dict(sorted(by_kind.items())),

@@ -167,3 +167,12 @@ def test_wire_json_lines_pass_through_unchanged(tmp_path: Path) -> None:
 def test_naive_start_is_refused() -> None:
     with pytest.raises(ConfigError, match="offset"):
         load_options(Path("x.csv"), overrides={"start": "2026-11-25T08:00:00"})
+
+
+def test_devices_replay_never_imports_the_evaluator() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, devices.cli; print('streamproc.evaluator' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -120,3 +120,14 @@ def test_replay_is_deterministic_and_survives_a_checkpoint(data_dir: Path) -> No
 def _beds(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
     beds = snapshot["beds"]
     return list(beds.values()) if isinstance(beds, dict) else list(beds)
+
+
+def test_numerics_record_cuff_pressures_raise_the_floor(tmp_path: Path, data_dir: Path) -> None:
+    # MIMIC-II s25047 NBPMean, once a minute where measured: 44 then 31 mmHg at 10:50–10:51.
+    # Numerics are intermittent, so the replay treats them as charted (--charted auto).
+    alerts = replay(tmp_path, data_dir / "wfdb/s25047-2704-05-04-10-44n.hea")
+    floor = raised(alerts, "map.below_floor")
+    assert [(a["onset"], a["priority"]) for a in floor] == [("2704-05-04T10:50:18.529Z", "high")]
+    assert not raised(alerts, "device.offline")
+    streamed = replay(tmp_path, data_dir / "wfdb/s25047-2704-05-04-10-44n.hea", "--charted", "no")
+    assert not raised(streamed, "map.below_floor")  # 60 s apart: over the 30-s gap of a stream

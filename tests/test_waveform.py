@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import warnings
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamproc.errors import RejectedReading
 from streamproc.events import ArtefactReading, Reading, WaveformChunk
@@ -151,3 +154,39 @@ def test_thresholds_come_from_the_preset() -> None:
     settings = waveform_settings()
     assert settings.window_blocks == 8
     assert settings.flush_mmHg == 250.0
+
+
+def test_an_overlapping_chunk_is_rejected_late_by_ingest() -> None:
+    from streamproc.evaluator import Evaluator
+    from streamproc.ingest import ingest
+
+    def chunk(t0: float, seq: int) -> bytes:
+        body = {"t0": t0, "fs": FS, "seq": seq, "samples": pulse(1).round(2).tolist()}
+        return json.dumps(body).encode()
+
+    evaluator = Evaluator()
+    topic = "icu/w1/b1/waveform/abp"
+    assert ingest(evaluator, topic, chunk(T0, 1), received=None).rejection is None
+    again = ingest(evaluator, topic, chunk(T0, 1), received=None)  # a QoS 1 redelivery
+    assert again.rejection is not None
+    assert again.rejection.reason == "late"
+    assert ingest(evaluator, topic, chunk(T0 + 1, 2), received=None).rejection is None
+    status = evaluator.status("w1", "b1")
+    assert status is not None
+    assert status.latest == {}  # 2 s of samples: the 8-s window is not 75 % full yet
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=30 * 125 - 1), max_size=12, unique=True),
+    flush_at=st.integers(min_value=0, max_value=30 * 125 - 3),
+)
+def test_any_chunking_gives_the_same_outputs(cuts: list[int], flush_at: int) -> None:
+    samples = pulse(30)
+    samples[flush_at : flush_at + 2] = 300.0
+    whole = WaveformState().push(T0, FS, samples)
+    state, out = WaveformState(), []
+    for lo, hi in pairwise([0, *sorted(cuts), samples.size]):
+        out += state.push(T0 + lo / FS, FS, samples[lo:hi])
+    assert [(o.ts, o.artefact) for o in out] == [(o.ts, o.artefact) for o in whole]
+    assert [o.map for o in out] == pytest.approx([o.map for o in whole], abs=1e-9)

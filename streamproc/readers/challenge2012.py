@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import re
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from itertools import chain, groupby
 from operator import attrgetter, itemgetter
 from pathlib import Path
@@ -55,18 +57,13 @@ class _Stay:
 
 
 def _parse(text: str, start: float, wanted: frozenset[str]) -> _Stay:
-    """The rows of the parameters streamproc uses (the others are skipped unparsed)."""
+    """The rows of the parameters streamproc uses; the others are skipped by the regex."""
     stay = _Stay()
-    for line in text.splitlines()[1:]:
-        clock, _, rest = line.partition(",")
-        parameter, _, raw = rest.partition(",")
-        if parameter not in wanted:
-            continue
+    for hours, minutes, parameter, raw in _row_pattern(wanted).findall(text):
         try:
             value = float(raw)
         except ValueError:
             continue
-        hours, _, minutes = clock.partition(":")
         ts = start + int(hours) * 3600.0 + int(minutes) * 60.0
         if parameter == "RecordID":
             stay.record_id = raw.strip()
@@ -74,6 +71,12 @@ def _parse(text: str, start: float, wanted: frozenset[str]) -> _Stay:
             stay.weights.append(value)
         stay.rows.append((ts, parameter, value))
     return stay
+
+
+@cache
+def _row_pattern(wanted: frozenset[str]) -> re.Pattern[str]:
+    names = "|".join(sorted(map(re.escape, wanted)))
+    return re.compile(rf"^(\d+):(\d+),({names}),([^\r\n]*)", re.MULTILINE)
 
 
 def read_challenge_stay(text: str, options: RecordingOptions, *, name: str) -> Iterator[Message]:

@@ -22,7 +22,7 @@ from streamproc.readers.messages import Message, context_message, vitals_message
 from streamproc.readers.options import UNDATED_START, RecordingOptions, bed_name
 from streamproc.readers.presets import reader_preset
 
-__all__ = ["is_wfdb", "read_wfdb", "record_base"]
+__all__ = ["is_numerics", "is_wfdb", "read_wfdb", "record_base"]
 
 
 def _wfdb(function: str, *args: Any, **kwargs: Any) -> Any:
@@ -47,6 +47,12 @@ def record_base(path: Path) -> str:
 
 def is_wfdb(path: Path) -> bool:
     return path.suffix == ".hea" or Path(str(path) + ".hea").is_file()
+
+
+def is_numerics(path: Path) -> bool:
+    """A WFDB record without an arterial waveform: intermittent numerics (NBP, ABPMean)."""
+    header = _wfdb("rdheader", record_base(path))
+    return _first(header.sig_name, reader_preset()["wfdb"]["waveform_channels"]) is None
 
 
 def _start(header: Any, options: RecordingOptions) -> float:
@@ -137,7 +143,8 @@ def _numerics(
     for i, ts in enumerate(times.tolist()):
         values = _first_values(table[i], wanted, column)
         if values:
-            yield vitals_message(ward, bed, ts, values, device=options.device, seq=i)
+            # only the mapped numerics travel, so the device would look silent between them
+            yield vitals_message(ward, bed, ts, values, seq=i)
 
 
 def _first_values(
