@@ -99,6 +99,8 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
 
 def _run_simulate(args: argparse.Namespace) -> int:
     faults = [parse_fault(spec) for spec in args.fault]
+    if args.start is not None and args.jsonl is None:
+        raise ConfigError("--start places a --jsonl file in time; a live run always ends now")
     if args.jsonl is None:
         asyncio.run(
             simulate(
