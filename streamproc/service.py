@@ -243,7 +243,9 @@ class Service:
             await asyncio.sleep(0)  # let the socket, acks and the publisher run
 
     async def _take(self, item: Inbound) -> None:
-        session = await self._session_for(item)
+        session = self._session
+        if session is None or session.number != item.session:
+            session = await self._session_for(item)  # around a reconnect only
         if session is not None:
             outcome = self.process(item.topic, item.payload, received=item.received)
             session.ack(item)
