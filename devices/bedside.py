@@ -118,9 +118,10 @@ class _Device:
         }
         return Message(offset, f"{self.plan.topic}/vitals", encode_json(body), monitor=monitor)
 
-    def waveform(self, offset: float, fs: float, samples: list[float]) -> Message:
+    def waveform(self, offset: float, start: float, fs: float, samples: list[float]) -> Message:
+        """A chunk whose first sample is at ``start``, sent at ``offset`` (once complete)."""
         body = {
-            "t0": self._stamp(offset),
+            "t0": self._stamp(start),
             "fs": fs,
             "unit": "mmHg",
             "seq": self._next_seq(),
@@ -156,7 +157,6 @@ class _Run:
         self.artefacts = artefacts
         self.patient = Patient(plan.scenario.patient_params(), rng_patient)
         self.wave_rng = rng_wave
-        self.chart_rng = rng_chart
         skew = sum(f.seconds for f in plan.faults if f.kind == "skew")
         self.monitor = _Device(f"mon-{plan.bed}", plan, skew)
         # charted values (CRT, lactate, urine) reach the bus through the monitor's gateway
@@ -212,18 +212,21 @@ class _Run:
         if scenario.numerics:
             value = self._line_value(offset, self.patient.map_numeric())
             yield self.monitor.vitals(offset, {"map": round(value, 1)})
-        if scenario.waveform or self.plan.waveform:
-            yield self._waveform(offset)
+        chunk_s = self.timing.waveform_chunk_s
+        if (scenario.waveform or self.plan.waveform) and offset >= chunk_s:
+            yield self._waveform(offset, offset - chunk_s)
 
-    def _waveform(self, offset: float) -> Message:
+    def _waveform(self, offset: float, start: float) -> Message:
+        """The chunk of the second that just ended: a monitor sends samples once it has them
+        (the numeric of ``offset`` goes first, so the monitor's own MAP wins ties)."""
         fs = self.timing.waveform_fs
         n = round(fs * self.timing.waveform_chunk_s)
         samples = self.patient.abp_samples(n, fs, self.wave_rng)
-        window = self.artefacts.line(offset)
+        window = self.artefacts.line(start)
         if window is not None:
             sd = self.artefacts.params.level_noise_sd
             samples = window.level + sd * self.wave_rng.standard_normal(n)
-        return self.monitor.waveform(offset, fs, np.round(samples, 1).tolist())
+        return self.monitor.waveform(offset, start, fs, np.round(samples, 1).tolist())
 
     def _charting(self, offset: float) -> Iterator[Message]:
         p = self.patient

@@ -1,4 +1,4 @@
-"""``python -m devices`` command line: ``simulate``, ``scenarios`` and ``loadtest``.
+"""``python -m devices`` command line: ``simulate``, ``scenarios``, ``loadtest`` and ``replay``.
 
 Only this module prints and configures logging; the commands' work lives in
 :mod:`devices.simulate` and :mod:`devices.loadtest`.
@@ -19,6 +19,7 @@ from devices.expectations import check_alerts
 from devices.faults import parse_fault
 from devices.loadtest import LoadConfig, format_table, run_loadtest
 from devices.loadtest import __doc__ as loadtest_doc
+from devices.replay import add_replay_parser, describe, replay_from_args
 from devices.scenario import MIX, load_scenario, scenario_names
 from devices.simulate import run_length, simulate, ward_plans, write_jsonl
 from streamproc.errors import ConfigError, StreamprocError
@@ -246,6 +247,18 @@ def _add_loadtest(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "--drain", type=float, default=3.0, help="seconds to wait for the last alerts"
     )
     parser.add_argument(
+        "--malformed-rate",
+        type=float,
+        default=0.0,
+        help="share of MAP messages sent as truncated JSON (rejected as malformed_json)",
+    )
+    parser.add_argument(
+        "--duplicate-rate",
+        type=float,
+        default=0.0,
+        help="share of MAP messages sent twice (rejected as duplicate)",
+    )
+    parser.add_argument(
         "--watch-pid",
         type=_labelled_pid,
         action="append",
@@ -266,8 +279,12 @@ def _labelled_pid(text: str) -> tuple[str, int]:
 
 
 def _run_loadtest(args: argparse.Namespace) -> int:
-    if args.duration <= 0 or not 0.0 <= args.breach_fraction <= 1.0:
-        raise ConfigError("--duration must be positive and --breach-fraction within 0–1")
+    rates = (args.breach_fraction, args.malformed_rate, args.duplicate_rate)
+    if args.duration <= 0 or not all(0.0 <= r <= 1.0 for r in rates):
+        raise ConfigError(
+            "--duration must be positive; --breach-fraction, --malformed-rate and "
+            "--duplicate-rate within 0–1"
+        )
     cfg = LoadConfig(
         broker=args.broker,
         beds=args.beds,
@@ -276,6 +293,8 @@ def _run_loadtest(args: argparse.Namespace) -> int:
         ward=args.ward,
         seed=args.seed,
         breach_fraction=args.breach_fraction,
+        malformed_rate=args.malformed_rate,
+        duplicate_rate=args.duplicate_rate,
         drain=args.drain,
         watch_pids=tuple(args.watch_pid),
     )
@@ -303,7 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scenarios(subparsers)
     _add_check(subparsers)
     _add_loadtest(subparsers)
+    add_replay_parser(subparsers, handler=_run_replay)
     return parser
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    print(describe(replay_from_args(args)))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

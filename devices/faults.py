@@ -154,7 +154,7 @@ def _truncated(payload: bytes) -> bytes:
 
 
 def _string_number(payload: bytes) -> bytes:
-    return re.sub(rb'":(-?[0-9.]+)([,}])', rb'":"\1"\2', payload, count=1)  # schema: "60.1"
+    return re.sub(rb'("values":\{"[a-z_]+":)(-?[0-9.]+)', rb'\1"\2"', payload)  # schema: "60.1"
 
 
 def _no_timestamp(payload: bytes) -> bytes:

@@ -10,6 +10,7 @@ without streamproc, a same-run baseline for the alert latency.
     child → parent   ("ready",)                          once subscribed
                      ("progress", alerts, rejections)     about once a second
                      ("done", records, cpu_seconds)       after ("stop",)
+                     ("error", message)                   the broker failed us
     parent → child   ("stop",)
 """
 
@@ -25,6 +26,7 @@ from multiprocessing.connection import Connection
 import aiomqtt
 
 from devices.publisher import connect
+from streamproc.errors import BrokerError
 
 __all__ = ["AlertRecord", "echo_topic", "listen"]
 
@@ -83,9 +85,14 @@ def _record(message: aiomqtt.Message, received: float) -> AlertRecord:
 def listen(conn: Connection, broker: str, ward: str) -> None:
     """Process entry point: subscribe, collect until told to stop, send the records."""
     started_cpu = time.process_time()
-    records = asyncio.run(_listen(conn, broker, ward))
-    conn.send(("done", records, time.process_time() - started_cpu))
-    conn.close()
+    try:
+        records = asyncio.run(_listen(conn, broker, ward))
+    except BrokerError as exc:
+        conn.send(("error", str(exc)))
+    else:
+        conn.send(("done", records, time.process_time() - started_cpu))
+    finally:
+        conn.close()
 
 
 async def _listen(conn: Connection, broker: str, ward: str) -> list[AlertRecord]:

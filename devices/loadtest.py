@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a MAP below the floor must last before ``map.below_floor`` (design §4).
 MAP_FLOOR_SUSTAIN_S = 60
+#: Seconds between the starts of successive MAP probes' breaches.
+MAP_PROBE_STAGGER_S = 13
 #: Rules raised by the reading that completes each kind of breach (design §4): an abnormal
 #: CRT misses a TTP perfusion target, so ``perfusion.inadequate`` comes with ``crt.abnormal``.
 CRT_PROBE_RULES: tuple[str, ...] = ("crt.abnormal", "perfusion.inadequate")
@@ -85,6 +88,9 @@ class LoadConfig:
     ward: str = "load"
     seed: int = 1
     breach_fraction: float = 0.1
+    # bad messages on the beds that do not breach, each rejected by streamproc with a reason
+    malformed_rate: float = 0.0  # truncated JSON → malformed_json
+    duplicate_rate: float = 0.0  # the same (device, seq) twice → duplicate
     drain: float = 3.0  # wall seconds to wait for the last alerts
     watch_pids: tuple[tuple[str, int], ...] = ()  # (label, pid) of streamproc, broker...
     progress: bool = True
@@ -104,17 +110,27 @@ class LoadPlan:
         self.event_seconds = event_seconds
         self.beds = bed_names(cfg.beds)
         self.rng = random.Random(cfg.seed)
-        every = max(1, round(1.0 / cfg.breach_fraction)) if cfg.breach_fraction > 0 else 0
         self.crt_probes: set[int] = set()
         self.map_breach_at: dict[int, int] = {}
-        span = max(1, int(event_seconds) - MAP_FLOOR_SUSTAIN_S)
-        for j, i in enumerate(range(every - 1, cfg.beds, every) if every else ()):
+        self._assign_probes()
+        self.expected: list[Expected] = []
+        #: rejections the bad messages must draw, by reason
+        self.expected_rejections: Counter[str] = Counter()
+        self.seq = [0] * cfg.beds
+
+    def _assign_probes(self) -> None:
+        """Every ``1/breach_fraction``-th bed breaches: CRT and MAP probes in turn. MAP probes
+        start their breach 13 s apart (wrapping), so that floor alerts spread over the run."""
+        fraction = self.cfg.breach_fraction
+        if fraction <= 0:
+            return
+        every = max(1, round(1.0 / fraction))
+        span = max(1, int(self.event_seconds) - MAP_FLOOR_SUSTAIN_S)
+        for j, i in enumerate(range(every - 1, self.cfg.beds, every)):
             if j % 2 == 0:
                 self.crt_probes.add(i)
             else:
-                self.map_breach_at[i] = (j * 13) % span
-        self.expected: list[Expected] = []
-        self.seq = [0] * cfg.beds
+                self.map_breach_at[i] = (j * MAP_PROBE_STAGGER_S) % span
 
     @property
     def breaching(self) -> int:
@@ -152,9 +168,10 @@ class LoadPlan:
         breaching = i in self.crt_probes or i in self.map_breach_at
         stamp = (bed, ts) if breaching else None
         topic = f"icu/{self.cfg.ward}/{bed}/vitals"
-        yield LoadMessage(
+        reading = LoadMessage(
             offset, topic, self._payload(i, ts, f'"map":{self._map(i, k, ts)}'), stamp
         )
+        yield from (self._spoil(reading) if stamp is None else (reading,))
         if (k + i) % int(p.temp_period_s) == 0:
             temps = (
                 f'"core_temp":{p.core_temp},"skin_temp":{p.skin_temp},'
@@ -165,6 +182,18 @@ class LoadPlan:
             yield LoadMessage(
                 offset, topic, self._payload(i, ts, self._chart(i, k, bed, ts)), stamp
             )
+
+    def _spoil(self, message: LoadMessage) -> tuple[LoadMessage, ...]:
+        """The message, truncated or twice at the configured rates (non-breaching beds)."""
+        draw = self.rng.random()
+        if draw < self.cfg.malformed_rate:
+            self.expected_rejections["malformed_json"] += 1
+            broken = message.payload[: len(message.payload) // 2]
+            return (LoadMessage(message.offset, message.topic, broken, None),)
+        if draw < self.cfg.malformed_rate + self.cfg.duplicate_rate:
+            self.expected_rejections["duplicate"] += 1
+            return (message, message)
+        return (message,)
 
     def _map(self, i: int, k: int, ts: str) -> float:
         p = self.p
@@ -208,6 +237,7 @@ class _ListenerLink:
     """The parent's end of the pipe to the listener process, and what it has reported."""
 
     conn: Connection
+    process: BaseProcess
     alerts: int = 0
     rejections: int = 0
     records: list[AlertRecord] = field(default_factory=list)
@@ -219,6 +249,8 @@ class _ListenerLink:
             self.alerts, self.rejections = message[1], message[2]
         elif kind == "done":
             self.records, self.cpu_s = message[1], message[2]
+        elif kind == "error":
+            raise BrokerError(f"the alert listener: {message[1]}")
         return kind
 
     def poll(self) -> None:
@@ -231,6 +263,11 @@ class _ListenerLink:
             while self.conn.poll():
                 if self._absorb(self.conn.recv()) == kind:
                     return
+            if not self.process.is_alive():
+                raise BrokerError(
+                    "the alert listener exited (exit code "
+                    f"{self.process.exitcode}): is the broker reachable?"
+                )
             await asyncio.sleep(0.02)
         raise BrokerError(f"the alert listener did not report {kind!r} within {limit:.0f} s")
 
@@ -248,7 +285,7 @@ async def run_loadtest(cfg: LoadConfig) -> dict[str, Any]:
     parent, child = ctx.Pipe()
     listener = ctx.Process(target=listen, args=(child, cfg.broker, cfg.ward), daemon=True)
     listener.start()
-    link = _ListenerLink(parent)
+    link = _ListenerLink(parent, listener)
     try:
         await link.wait_for("ready", LISTENER_READY_TIMEOUT_S)
         figures = await _drive(cfg, plan, timeline, link)
@@ -271,8 +308,10 @@ async def _drive(
             for topic, payload in plan.contexts():
                 await contexts.publish(topic, payload, retain=True)
         watched = {(label, pid): _cpu_seconds(pid) for label, pid in cfg.watch_pids}
-        cpu0, wall0 = time.process_time(), time.monotonic()
-        timeline = Timeline(timeline.start_ts, timeline.speed, wall0)
+        # the clock starts now, after the set-up: readings carry "now", not the set-up's time
+        timeline = Timeline.ending_now(duration=plan.event_seconds, speed=timeline.speed)
+        plan.start_ts = timeline.start_ts
+        cpu0, wall0 = time.process_time(), timeline.wall0
         async with Pipeline(client) as pipeline:
             lag, echoes = await _publish(
                 pipeline, plan.messages(), timeline=timeline, link=link, cfg=cfg
@@ -406,6 +445,7 @@ def _report(
         "latency_ms": {"samples": len(latencies), **_percentiles(latencies)},
         "baseline_via_broker_ms": baseline,
         "rejections": dict(Counter(r.reason or "?" for r in rejections)),
+        "rejections_expected": dict(plan.expected_rejections),
         # the machine's 1-min load average at the end: latency means little on a busy host
         "load_average_1m": os.getloadavg()[0],
         "cpu": {
@@ -454,6 +494,7 @@ def format_table(report: dict[str, Any]) -> str:
         ("baseline p50 / p99", f"{_fmt(base['p50'], ' ms')} / {_fmt(base['p99'], ' ms')}"),
         ("alert / baseline p50", _ratio(lat["p50"], base["p50"])),
         ("rejections by reason", str(report["rejections"] or "none")),
+        ("rejections expected", str(report["rejections_expected"] or "none")),
         (
             "generator CPU",
             f"{cpu['generator_s']:.2f} s ({cpu['generator_share_of_core']:.0%} of a core)",

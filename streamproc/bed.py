@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from streamproc.alerts import AlertBook, Header
 from streamproc.events import BedContext
 from streamproc.protocol import Protocol
 from streamproc.waveform import WaveformState
 from streamproc.windows import ArtefactWindow, DedupWindow, RollingWindow, SustainedCondition
+
+if TYPE_CHECKING:
+    from streamproc.rules import RuleSet
 
 __all__ = ["DEDUP_WIDTH", "MAP_WINDOW_S", "BedState"]
 
@@ -35,6 +38,7 @@ class BedState:
         "newest_ts",
         "overdue_next",
         "protocol",
+        "rules",
         "seen",
         "tick_due",
         "trackers",
@@ -43,9 +47,10 @@ class BedState:
         "waveform",
     )
 
-    def __init__(self, ward: str, bed: str, protocol: Protocol) -> None:
+    def __init__(self, ward: str, bed: str, protocol: Protocol, rules: RuleSet) -> None:
         self.ward, self.bed = ward, bed
         self.protocol = protocol
+        self.rules = rules  # the protocol's rules, built once per protocol by the evaluator
         self.context: BedContext | None = None  # None: evaluated with the default protocol
         #: signal → (value, event time) of the newest accepted reading
         self.latest: dict[str, tuple[float, float]] = {}
@@ -102,8 +107,8 @@ class BedState:
         }
 
     @classmethod
-    def restore(cls, data: dict[str, Any], protocol: Protocol) -> BedState:
-        state = cls(data["ward"], data["bed"], protocol)
+    def restore(cls, data: dict[str, Any], protocol: Protocol, rules: RuleSet) -> BedState:
+        state = cls(data["ward"], data["bed"], protocol, rules)
         raw_context = data["context"]
         state.context = None if raw_context is None else BedContext(**raw_context)
         state.latest = {k: (v[0], v[1]) for k, v in data["latest"].items()}

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "streamproc.protocol_cli",
     "streamproc.replay",
     "streamproc.bench",
+    "streamproc.bench_replay",
     "streamproc.service",
     "streamproc.demo",
     "streamproc.bench_service",

@@ -16,6 +16,7 @@ import json
 import math
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from math import isfinite
 from typing import Final, TypeVar
 
@@ -56,6 +57,8 @@ __all__ = [
 DEFAULT_MAX_PAYLOAD: Final = 64 * 1024
 #: How much of a rejected payload is echoed on the rejected topic (design §3.5).
 REJECTED_PAYLOAD_BYTES: Final = 512
+#: Parsed topics remembered (about four per bed).
+TOPIC_CACHE_SIZE: Final = 16_384
 #: Topic suffixes streamproc consumes, after ``icu/{ward}/{bed}/``.
 INBOUND_KINDS: Final = ("vitals", "waveform/abp", "context", "ack")
 
@@ -88,6 +91,11 @@ def parse_topic(topic: str) -> tuple[str, str, str] | None:
     return None if match is None else (match[1], match[2], match[3])
 
 
+#: A ward repeats the same few topics per bed; remembering the parse saves the regular
+#: expression on the hot path. Bounded, so a flood of odd topics cannot grow it.
+_parse_topic_cached = lru_cache(maxsize=TOPIC_CACHE_SIZE)(parse_topic)
+
+
 def decode(
     topic: str,
     payload: bytes,
@@ -96,7 +104,7 @@ def decode(
     max_bytes: int = DEFAULT_MAX_PAYLOAD,
 ) -> Event | Rejection:
     """Decode one MQTT message. ``received`` is the wall clock at arrival (``None`` offline)."""
-    parts = parse_topic(topic)
+    parts = _parse_topic_cached(topic)
     ward, bed = (parts[0], parts[1]) if parts else (None, None)
     try:
         if len(payload) > max_bytes:

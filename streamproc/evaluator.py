@@ -46,7 +46,7 @@ from streamproc.protocol import Band, Protocol, load_protocol, preset_names
 from streamproc.rules import RuleSet, build_rules
 from streamproc.timestamps import format_ts
 from streamproc.waveform import WaveformState, derive_events
-from streamproc.windows import DedupWindow
+from streamproc.windows import ArtefactWindow, DedupWindow
 
 __all__ = ["SNAPSHOT_VERSION", "Evaluator"]
 
@@ -124,8 +124,8 @@ class Evaluator:
     def _bed(self, ward: str, bed: str) -> BedState:
         state = self._beds.get((ward, bed))
         if state is None:
-            self._rules(self.default_protocol)
-            state = self._beds[ward, bed] = BedState(ward, bed, self.default_protocol)
+            rules = self._rules(self.default_protocol)
+            state = self._beds[ward, bed] = BedState(ward, bed, self.default_protocol, rules)
         return state
 
     def _check_future(self, ts: float, arrival: float | None) -> None:
@@ -152,6 +152,7 @@ class Evaluator:
             self._check_future(ts, arrival)
         else:
             arrival = ts
+        seen = None
         if device is not None and seq is not None:
             seen = bed.seen.get(device)
             if seen is not None and seen.seen(seq):
@@ -170,13 +171,21 @@ class Evaluator:
         if context is not None and bed.trial_start is None and context.map_trial_until is not None:
             bed.trial_start = ts  # protocol.py: the trial starts with its first reading
         if device is not None:
-            arrivals = bed.arrivals
-            if device not in arrivals:
-                bed.tick_due = None  # device.offline starts watching this device
-            arrivals[device] = arrival
-            if seq is not None:
-                self._record_seq(bed, device, seq)
+            self._note_device(bed, device, arrival, seq, seen)
         return arrival
+
+    @staticmethod
+    def _note_device(
+        bed: BedState, device: str, arrival: float, seq: int | None, seen: DedupWindow | None
+    ) -> None:
+        arrivals = bed.arrivals
+        if device not in arrivals:
+            bed.tick_due = None  # device.offline starts watching this device
+        arrivals[device] = arrival
+        if seq is not None:
+            if seen is None:
+                seen = bed.seen[device] = DedupWindow(DEDUP_WIDTH)
+            seen.record(seq)
 
     def _feed_reading(self, event: Reading) -> list[AlertEventPayload]:
         # The hot path (a few µs per reading): kept flat on purpose, see `streamproc bench`.
@@ -185,7 +194,7 @@ class Evaluator:
             bed = self._bed(event.ward, event.bed)
         arrival = self._accept(bed, event)
         ts, values = event.ts, event.values
-        rules = self._rulesets[bed.protocol.name]
+        rules = bed.rules
         out: list[AlertEventPayload] = []
         alerts_open = bool(bed.alerts.alerts)
         latest = bed.latest
@@ -194,13 +203,15 @@ class Evaluator:
         bed.artefacts.add_clean(ts)
         if "map" in values:
             bed.map_window.add(ts, values["map"])
-            if bed.map_arrival is None:
-                bed.tick_due = None  # signal.lost starts watching this bed
+            # a first MAP: signal.lost starts watching this bed, so work out the next tick again
+            bed.tick_due = None if bed.map_arrival is None else bed.tick_due
             bed.map_arrival = arrival
         if alerts_open:  # the clock rules clear when what they missed arrives
             self._seen(bed, rules, event, arrival, out)
         if len(values) == 1:
-            for signal in values:
+            for signal, value in values.items():
+                if not bed.trackers and self._quiet(bed, rules, signal, value):
+                    continue
                 for rule in rules.by_signal.get(signal, ()):
                     rule.check(bed, ts, out)
         else:
@@ -213,6 +224,16 @@ class Evaluator:
         if out:
             bed.tick_due = None  # alerts changed: work out the next tick again
         return out
+
+    @staticmethod
+    def _quiet(bed: BedState, rules: RuleSet, signal: str, value: float) -> bool:
+        """Whether ``value`` can move none of ``signal``'s rules (none is pending or raised)."""
+        ranges = rules.quiet.get(signal)
+        context = bed.context
+        if ranges is None or (context is not None and context.map_trial_until is not None):
+            return False  # a MAP trial makes the band depend on the time: judge in full
+        low, high = ranges[context is not None and context.chronic_hypertension]
+        return low <= value <= high
 
     @staticmethod
     def _seen(
@@ -235,19 +256,12 @@ class Evaluator:
                     done.add(rule.name)
                     rule.check(bed, ts, out)
 
-    @staticmethod
-    def _record_seq(bed: BedState, device: str, seq: int) -> None:
-        seen = bed.seen.get(device)
-        if seen is None:
-            seen = bed.seen[device] = DedupWindow(DEDUP_WIDTH)
-        seen.record(seq)
-
     def _feed_artefact(self, event: ArtefactReading) -> list[AlertEventPayload]:
-        bed = self._bed(event.ward, event.bed)
         self._check_future(event.ts, event.arrival)
+        bed = self._bed(event.ward, event.bed)
         bed.artefacts.add(event.ts, artefact=True)
         out: list[AlertEventPayload] = []
-        self._rules(bed.protocol).artefact.check(bed, event.ts, event.signals, out)
+        bed.rules.artefact.check(bed, event.ts, event.signals, out)
         return out
 
     def _feed_waveform(self, event: WaveformChunk) -> list[AlertEventPayload]:
@@ -295,7 +309,7 @@ class Evaluator:
     ) -> list[AlertEventPayload]:
         """Clear the alerts of rules the new protocol does not have; keep the others."""
         bed.protocol = protocol
-        rules = self._rules(protocol)
+        rules = bed.rules = self._rules(protocol)
         enabled = set(protocol.rules.enabled())
         overdue = set() if rules.assessment is None else set(rules.assessment.spec.signals)
         at = _event_time(bed, arrival)
@@ -304,9 +318,12 @@ class Evaluator:
             signal = rule.removeprefix(_OVERDUE_PREFIX)
             if rule in enabled or (rule.startswith(_OVERDUE_PREFIX) and signal in overdue):
                 continue
-            event = bed.alerts.clear_one(bed.header(), rule, at)
-            out.append(event)
-            bed.trackers.pop(rule, None)
+            out.append(bed.alerts.clear_one(bed.header(), rule, at))
+        for rule in list(bed.trackers):  # pending conditions of rules that are now off
+            if rule not in rules.reading_rules:
+                del bed.trackers[rule]
+        if bed.artefacts.span != protocol.rules.signal_artefact.window_s:
+            bed.artefacts = ArtefactWindow(protocol.rules.signal_artefact.window_s)
         return out
 
     def _discharge(self, key: BedKey, arrival: float | None) -> list[AlertEventPayload]:
@@ -346,7 +363,7 @@ class Evaluator:
             due = bed.tick_due
             if due is not None and now < due:
                 continue
-            rules = self._rulesets[bed.protocol.name]
+            rules = bed.rules
             rules.signal_lost.tick(bed, now, out)
             rules.device_offline.tick(bed, now, out)
             if rules.assessment is not None:
@@ -395,7 +412,7 @@ class Evaluator:
             protocol=head.protocol,
             context="default" if state.context is None else "configured",
             at=format_ts(ts),
-            targets=self._rules(state.protocol).targets(state, ts),
+            targets=state.rules.targets(state, ts),
             latest={s: StatusValue(value=v, ts=format_ts(t)) for s, (v, t) in state.latest.items()},
             active_alerts=state.alerts.status(),
         )
@@ -454,8 +471,7 @@ class Evaluator:
                 raise ProtocolError(
                     f"snapshot names protocol {raw['protocol']!r}, which is unknown"
                 )
-            evaluator._rules(protocol)
-            bed = BedState.restore(raw, protocol)
+            bed = BedState.restore(raw, protocol, evaluator._rules(protocol))
             evaluator._beds[bed.ward, bed.bed] = bed
         return evaluator
 

@@ -16,14 +16,17 @@ from pathlib import Path
 from typing import Any, Final
 
 from streamproc.errors import ConfigError
+from streamproc.protocol import Protocol
 from streamproc.readers import FORMATS, Message, detect_format, load_options, read_recordings
 from streamproc.readers.options import RecordingOptions
+from streamproc.readers.presets import reader_preset
 from streamproc.readers.wire import messages_of, read_jsonl
 
 __all__ = [
     "DEFAULT_PROTOCOL",
     "REPLAY_EPILOG",
     "Recording",
+    "adapt_for_charts",
     "add_recording_options",
     "load_recording",
     "with_protocol",
@@ -107,6 +110,13 @@ def add_recording_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--chunk-s", type=float, metavar="SECONDS", help="ABP waveform chunk length (default 1)"
     )
+    group.add_argument(
+        "--charted",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="treat the data as charted (hourly), not streamed: signal.lost and sustained MAP "
+        "rules follow the charting interval (default auto: yes for Challenge 2012)",
+    )
 
 
 def options_from_args(args: argparse.Namespace, path: Path) -> RecordingOptions:
@@ -128,8 +138,13 @@ class Recording:
     """Every message of the recordings, in event-time order."""
 
     messages: list[Message]
-    #: the event-time tick that suits the data (see ``replay --tick-every``)
-    tick_every: float
+    #: charted (hourly) data rather than a monitor stream: see :func:`adapt_for_charts`
+    charted: bool = False
+
+    @property
+    def tick_every(self) -> float:
+        """The event-time tick that suits the data (see ``replay --tick-every``)."""
+        return _CHART_TICK_S if self.charted else 1.0
 
     def pairs(self, protocol: str | None = None) -> Iterator[tuple[str, bytes]]:
         """``(topic, payload)``; with ``protocol``, every bed's context names it."""
@@ -166,9 +181,33 @@ def load_recording(sources: Sequence[str], args: argparse.Namespace) -> Recordin
         if len(streams) == 1
         else sorted((m for s in streams for m in s), key=lambda m: m.ts)
     )
-    charted = any(
-        (args.format or detect_format(p, columns=_pairs(args.column, "--column")))
-        == "challenge2012"
-        for p in paths
-    )
-    return Recording(messages, _CHART_TICK_S if charted else 1.0)
+    return Recording(messages, charted=_charted(paths, args))
+
+
+def _charted(paths: Sequence[Path], args: argparse.Namespace) -> bool:
+    if args.charted != "auto":
+        return bool(args.charted == "yes")
+    columns = _pairs(args.column, "--column")
+    formats = {args.format or detect_format(p, columns=columns) for p in paths}
+    return "challenge2012" in formats
+
+
+def adapt_for_charts(protocol: Protocol) -> Protocol:
+    """``protocol`` for charted (hourly) data: see ``[challenge2012.charted]`` in the preset.
+
+    ``signal.lost`` waits for the charting interval, and the sustained MAP rules accept
+    charted values that far apart; every other number is the protocol's own.
+    """
+    charted = reader_preset()["challenge2012"]["charted"]
+    rules = protocol.rules
+    gap = float(charted["sustained_max_gap_s"])
+    update: dict[str, Any] = {
+        "signal_lost": rules.signal_lost.model_copy(
+            update={"after_s": float(charted["signal_lost_after_s"])}
+        )
+    }
+    for name in ("map_below_floor", "map_below_target", "map_above_target"):
+        spec = getattr(rules, name)
+        if spec is not None:
+            update[name] = spec.model_copy(update={"max_gap_s": gap})
+    return protocol.model_copy(update={"rules": rules.model_copy(update=update)})

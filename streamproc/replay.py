@@ -49,6 +49,7 @@ from streamproc.readers.wire import read_jsonl
 from streamproc.recording import (
     DEFAULT_PROTOCOL,
     REPLAY_EPILOG,
+    adapt_for_charts,
     add_recording_options,
     load_recording,
 )
@@ -227,6 +228,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--plot draws into the report: give --report DIR too")
     recording = load_recording(sources, args)
     protocols = [load_protocol(p) for p in (args.protocol or [DEFAULT_PROTOCOL])]
+    if recording.charted:
+        protocols = [adapt_for_charts(p) for p in protocols]
     recorder = TraceRecorder() if args.report is not None else None
     runs: list[ProtocolRun] = []
     with ExitStack() as stack:

@@ -101,6 +101,12 @@ class ReadingRule:
         """``(bad, good)``: the alert condition and the clear condition at ``ts``."""
         raise NotImplementedError
 
+    def fine(self, *, hypertensive: bool) -> tuple[float, float] | None:
+        """Values of the trigger signal that can neither raise nor move this rule while it
+        is idle, for a bed without a running MAP trial; None if no such range exists."""
+        del hypertensive
+        return None
+
     def observe(self, bed: BedState, ts: float) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -169,6 +175,9 @@ class SustainedRule(ReadingRule):
         bad = value < self.low or value > self.high
         return bad, self.clear_low <= value <= self.clear_high
 
+    def fine(self, *, hypertensive: bool) -> tuple[float, float]:
+        return self.low, self.high
+
     def observe(self, bed: BedState, ts: float) -> dict[str, Any]:
         if self.signal == "map":
             return _map_observed(bed)
@@ -196,25 +205,31 @@ class BandRule(ReadingRule):
         self.floor = protocol.floor
         self.onset_s, self.clear_s, self.max_gap_s = spec.onset_s, spec.clear_s, spec.max_gap_s
         bands = protocol.bands
-        # the MAP values that are fine under each band that holds for any event time
-        self.fine = {
-            False: self._fine(bands.standard),
-            True: self._fine(bands.chronic_hypertension),
-        }
+        # the MAP values that are fine under the two bands that hold at any event time
+        self.fine_standard = self._fine(bands.standard)
+        self.fine_hypertension = self._fine(bands.chronic_hypertension)
 
     def _fine(self, band: Band) -> tuple[float, float]:
         if self.below:
             return (band.low if band.low > self.floor else -_INF, _INF)
         return (-_INF, band.high)
 
+    def fine(self, *, hypertensive: bool) -> tuple[float, float]:
+        return self.fine_hypertension if hypertensive else self.fine_standard
+
     def check(self, bed: BedState, ts: float, out: Out) -> None:
         context = bed.context
-        if context is None or context.map_trial_until is None:  # the band is fixed: fast path
-            hypertensive = context is not None and context.chronic_hypertension
-            low, high = self.fine[hypertensive]
-            if low <= bed.latest["map"][0] <= high and self.name not in bed.trackers:
-                return
-        super().check(bed, ts, out)
+        if context is None:
+            low, high = self.fine_standard
+        elif context.map_trial_until is not None:  # the band depends on the time: no shortcut
+            super().check(bed, ts, out)
+            return
+        elif context.chronic_hypertension:
+            low, high = self.fine_hypertension
+        else:
+            low, high = self.fine_standard
+        if not low <= bed.latest["map"][0] <= high or self.name in bed.trackers:
+            super().check(bed, ts, out)
 
     def condition(self, bed: BedState, ts: float) -> tuple[bool, bool]:
         value = bed.latest["map"][0]
@@ -391,7 +406,7 @@ class ArtefactRule:
         is_open = bed.alerts.is_open(self.name)
         if not is_open and not bed.artefacts.recently_seen(ts):
             return
-        artefacts, clean = bed.artefacts.counts(ts)
+        artefacts, clean = bed.artefacts.counts()
         total = artefacts + clean
         spec = self.spec
         bad = artefacts >= spec.min_artefacts and artefacts > spec.dominant_fraction * total
@@ -533,6 +548,9 @@ class RuleSet:
     protocol: Protocol
     #: signal → the reading rules it triggers, in the protocol's order (perfusion last)
     by_signal: dict[str, tuple[ReadingRule, ...]]
+    #: signal → (standard, chronic hypertension) ranges in which none of its rules can move
+    #: while idle: a bed with no pending or raised rule skips them all (the hot path)
+    quiet: dict[str, tuple[tuple[float, float], tuple[float, float]]]
     reading_rules: dict[str, ReadingRule]
     artefact: ArtefactRule
     signal_lost: SignalLostRule
@@ -551,6 +569,24 @@ _FAMILIES: dict[type[RuleSpec], type[ReadingRule]] = {
     LatestSpec: LatestRule,
     SkinColdSpec: SkinColdRule,
 }
+
+
+def _quiet_ranges(
+    by_signal: dict[str, list[ReadingRule]],
+) -> dict[str, tuple[tuple[float, float], tuple[float, float]]]:
+    """Per signal, where every rule it triggers has a fine range: their intersection."""
+    quiet = {}
+    for signal, rules in by_signal.items():
+        pair = []
+        for hypertensive in (False, True):
+            ranges = [rule.fine(hypertensive=hypertensive) for rule in rules]
+            if any(r is None for r in ranges):
+                break
+            lows, highs = zip(*(r for r in ranges if r is not None), strict=True)
+            pair.append((max(lows), min(highs)))
+        if len(pair) == 2:
+            quiet[signal] = (pair[0], pair[1])
+    return quiet
 
 
 def build_rules(protocol: Protocol) -> RuleSet:
@@ -575,6 +611,7 @@ def build_rules(protocol: Protocol) -> RuleSet:
     return RuleSet(
         protocol=protocol,
         by_signal={s: tuple(r) for s, r in by_signal.items()},
+        quiet=_quiet_ranges(by_signal),
         reading_rules=reading,
         artefact=ArtefactRule(rules.signal_artefact, protocol),
         signal_lost=SignalLostRule(rules.signal_lost, protocol),

@@ -164,78 +164,127 @@ class RollingWindow:
 
 
 class ArtefactWindow:
-    """Artefact and clean readings per whole second of event time, over the last ``span`` s.
+    """Artefact and clean readings in the last ``span`` whole seconds up to the newest one.
 
-    A ring of one-second buckets: a clean reading costs one bucket increment; the share of
-    artefacts is summed over the ring only when it is asked for.
+    A ring of one-second buckets with running totals: a reading costs one bucket increment,
+    and moving on by k seconds empties min(k, span) buckets, so every update is O(1)
+    amortised and the counts are read without a pass over the ring. A reading older than
+    the newest second (another signal, a little behind) still counts, in its own second.
     """
 
-    __slots__ = ("artefacts", "clean", "last_artefact", "seconds", "span")
+    __slots__ = (
+        "artefacts",
+        "clean",
+        "head",
+        "last_artefact",
+        "size",
+        "span",
+        "total_artefacts",
+        "total_clean",
+    )
 
     def __init__(self, span: float) -> None:
         self.span = span
-        size = int(span)
-        self.seconds = [-1] * size
+        size = self.size = int(span)  # bucket i: the second s ≡ i (mod size) in the window
         self.clean = [0] * size
         self.artefacts = [0] * size
+        self.total_clean = self.total_artefacts = 0
+        self.head: int | None = None  # the newest second seen
         self.last_artefact: float | None = None
 
-    def _bucket(self, ts: float) -> int:
+    def _bucket(self, ts: float) -> int | None:
+        """The bucket of ``ts``'s second, after moving the window on; None if too old."""
         second = int(ts // 1)
-        index = second % len(self.seconds)
-        if self.seconds[index] != second:
-            self.seconds[index] = second
-            self.clean[index] = self.artefacts[index] = 0
-        return index
+        head = self.head
+        size = len(self.clean)
+        if head is None:  # the first reading: every bucket is empty
+            self.head = second
+        elif second > head:
+            for old in range(max(head + 1, second - size + 1), second + 1):  # expired buckets
+                index = old % size
+                self.total_clean -= self.clean[index]
+                self.total_artefacts -= self.artefacts[index]
+                self.clean[index], self.artefacts[index] = 0, 0
+            self.head = second
+        elif second <= head - size:
+            return None
+        return second % size
 
     def add(self, ts: float, *, artefact: bool) -> None:
-        if not artefact:
-            self.add_clean(ts)
-            return
         index = self._bucket(ts)
-        self.artefacts[index] += 1
-        self.last_artefact = ts
+        if index is None:
+            return
+        if artefact:
+            self.artefacts[index] += 1
+            self.total_artefacts += 1
+            self.last_artefact = ts
+        else:
+            self.clean[index] += 1
+            self.total_clean += 1
 
     def add_clean(self, ts: float) -> None:
-        """A clean reading at ``ts`` (the hot path: one bucket increment)."""
+        """A clean reading at ``ts`` (the hot path: the newest second, or the next one)."""
         second = int(ts // 1)
-        seconds = self.seconds
-        index = second % len(seconds)
-        if seconds[index] == second:
-            self.clean[index] += 1
-        else:
-            seconds[index] = second
-            self.clean[index], self.artefacts[index] = 1, 0
+        head = self.head
+        if head is not None:
+            if second == head:
+                self.clean[second % self.size] += 1
+                self.total_clean += 1
+                return
+            if second == head + 1:  # one second on: the oldest bucket leaves the window
+                clean, index = self.clean, second % self.size
+                self.total_clean += 1 - clean[index]
+                self.total_artefacts -= self.artefacts[index]
+                clean[index], self.artefacts[index] = 1, 0
+                self.head = second
+                return
+        self.add(ts, artefact=False)
 
     def recently_seen(self, ts: float) -> bool:
         """Whether any artefact lies within ``span`` before ``ts`` (cheap pre-check)."""
         return self.last_artefact is not None and ts - self.last_artefact < self.span
 
-    def counts(self, ts: float) -> tuple[int, int]:
-        """``(artefacts, clean)`` in the ``span`` whole seconds up to and including ``ts``."""
-        newest = int(ts // 1)
-        oldest = newest - len(self.seconds)
-        artefacts = clean = 0
-        for second, art, ok in zip(self.seconds, self.artefacts, self.clean, strict=True):
-            if oldest < second <= newest:
-                artefacts += art
-                clean += ok
-        return artefacts, clean
+    def counts(self) -> tuple[int, int]:
+        """``(artefacts, clean)`` in the last ``span`` whole seconds up to the newest one."""
+        return self.total_artefacts, self.total_clean
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "span": self.span,
-            "seconds": list(self.seconds),
             "clean": list(self.clean),
             "artefacts": list(self.artefacts),
+            "totals": [self.total_artefacts, self.total_clean],
+            "head": self.head,
             "last_artefact": self.last_artefact,
         }
 
     @classmethod
     def restore(cls, data: dict[str, Any]) -> ArtefactWindow:
+        if "totals" not in data:
+            return cls._restore_stamped(data)
         window = cls(data["span"])
-        window.seconds, window.clean = list(data["seconds"]), list(data["clean"])
+        window.clean = list(data["clean"])
         window.artefacts, window.last_artefact = list(data["artefacts"]), data["last_artefact"]
+        window.total_artefacts, window.total_clean = data["totals"]
+        window.head = data["head"]
+        return window
+
+    @classmethod
+    def _restore_stamped(cls, data: dict[str, Any]) -> ArtefactWindow:
+        """A snapshot of the earlier layout (a second stamp per bucket, no totals)."""
+        window = cls(data["span"])
+        window.last_artefact = data["last_artefact"]
+        stamps: list[int] = data["seconds"]
+        window.head = max(stamps) if max(stamps) >= 0 else None
+        if window.head is None:
+            return window
+        for index, second in enumerate(stamps):
+            if window.head - len(stamps) < second <= window.head:
+                window.clean[index], window.artefacts[index] = (
+                    data["clean"][index],
+                    data["artefacts"][index],
+                )
+        window.total_clean, window.total_artefacts = sum(window.clean), sum(window.artefacts)
         return window
 
 

@@ -60,3 +60,12 @@ def test_bad_options_say_what_to_do() -> None:
     fault = _run("devices", "simulate", "--fault", "skew:seconds", "--jsonl", "/dev/null")
     assert fault.returncode == 2
     assert "KIND[:key=value" in fault.stderr
+
+
+def test_loadtest_without_a_broker_says_so() -> None:
+    result = _run(
+        "devices", "loadtest", "--beds", "2", "--duration", "1", "--broker", "mqtt://127.0.0.1:1"
+    )
+    assert result.returncode == 2
+    assert "Connection refused" in result.stderr
+    assert "Traceback" not in result.stderr

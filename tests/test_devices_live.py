@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -67,13 +67,16 @@ class _Consumer:
     def __init__(self) -> None:
         self.alerts: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.status_at: dict[str, float] = {}
+        self.rejections: Counter[str] = Counter()
 
     async def collect(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             if not isinstance(message.payload, bytes) or not message.payload:
                 continue
             body = json.loads(message.payload)
-            if str(message.topic).endswith("/alerts"):
+            if str(message.topic).endswith("/rejected"):
+                self.rejections[body["reason"]] += 1
+            elif str(message.topic).endswith("/alerts"):
                 self.alerts[body["bed"]].append(body)
             else:
                 self.status_at[body["bed"]] = to_epoch(datetime.fromisoformat(body["at"]))
@@ -86,7 +89,7 @@ class _Consumer:
         await asyncio.sleep(1.0)  # alert events of the last readings
 
 
-async def _run_ward(url: str) -> tuple[dict[str, list[dict[str, Any]]], list[Any], float]:
+async def _run_ward(url: str) -> tuple[_Consumer, list[Any], float]:
     probe = ward_plans(scenario="mix", beds=8, seed=5, ward="w1", start_ts=0.0, duration=None)
     timeline = Timeline.ending_now(duration=run_length(probe), speed=SPEED)
     plans = ward_plans(
@@ -97,18 +100,23 @@ async def _run_ward(url: str) -> tuple[dict[str, list[dict[str, Any]]], list[Any
     async with asyncio.timeout(WAIT_S), connect(url, identifier="test-ward") as client:
         await client.subscribe("icu/w1/+/alerts", qos=1)
         await client.subscribe("icu/w1/+/status", qos=1)
+        await client.subscribe("streamproc/sp-test/rejected", qos=1)
         async with asyncio.TaskGroup() as group:
             collector = group.create_task(consumer.collect(client))
             await publish_ward(broker=url, plans=plans, timeline=timeline)
             await consumer.wait_until_processed(last_ts)
             collector.cancel()
-    return consumer.alerts, plans, timeline.start_ts
+    return consumer, plans, timeline.start_ts
 
 
 def test_every_scenario_end_to_end_through_mosquitto_and_streamproc_run(
     service: LocalBroker,
 ) -> None:
-    alerts, plans, start = asyncio.run(_run_ward(service.url))
+    consumer, plans, start = asyncio.run(_run_ward(service.url))
+    alerts = consumer.alerts
+    # compressed time never runs ahead of the receiver's clock: no `future`; and only the
+    # flush and disconnection artefacts are rejected (implausible), nothing else
+    assert set(consumer.rejections) == {"implausible"}, consumer.rejections
     failures = []
     for plan in plans:
         # compressed time: rules on the receiver's clock (signal.lost...) cannot fire
@@ -132,6 +140,8 @@ def test_short_load_test_loses_no_alert(service: LocalBroker, tmp_path: Path) ->
         duration=3.0,
         ward="load",
         breach_fraction=0.5,
+        malformed_rate=0.01,
+        duplicate_rate=0.01,
         drain=2.0,
         progress=False,
     )
@@ -145,5 +155,7 @@ def test_short_load_test_loses_no_alert(service: LocalBroker, tmp_path: Path) ->
     assert report["latency_ms"]["samples"] >= alerts["expected"]
     readings = report["readings"]
     assert readings["achieved_per_s"] >= 0.8 * readings["offered_per_s"]
-    assert report["rejections"] == {}
+    # every bad message is rejected with its reason, and counted
+    assert report["rejections"] == report["rejections_expected"]
+    assert set(report["rejections"]) == {"malformed_json", "duplicate"}
     (tmp_path / "load.json").write_text(json.dumps(report), encoding="utf-8")

@@ -72,3 +72,31 @@ def test_a_scenario_without_its_event_does_not_raise_the_alert() -> None:
     alerts = replay_offline(bed_messages(plan), start=START)
     verdict = check_alerts(calm, alerts, start_ts=START)
     assert "map.below_floor" in {e.rule for e in verdict.missing}
+
+
+def _waveform_only(
+    name: str, minutes: float | None = None
+) -> tuple[BedPlan, list[dict[str, object]]]:
+    scenario = load_scenario(name)
+    scenario = scenario.model_copy(update={"numerics": False, "waveform": True})
+    duration = scenario.duration_s if minutes is None else minutes * 60.0
+    plan = BedPlan(
+        scenario=scenario, ward="w1", bed="b001", seed=2, start_ts=START, duration_s=duration
+    )
+    return plan, replay_offline(bed_messages(plan), start=START)
+
+
+def test_flush_on_the_waveform_alone_raises_no_map_alert() -> None:
+    """Without MAP numerics streamproc derives MAP from the trace: a flush is an artefact."""
+    _, alerts = _waveform_only("flush_artefact")
+    assert not [a for a in alerts if a["kind"] == "physiological"]
+
+
+def test_the_waveform_carries_the_map() -> None:
+    """The pulse's beat average is the MAP: hypotension on the trace alone raises the floor
+    alert when the numerics would."""
+    plan, alerts = _waveform_only("refractory_hypotension", minutes=20)
+    raised = [a for a in alerts if a["event"] == "raised" and a["rule"] == "map.below_floor"]
+    assert len(raised) == 1
+    verdict = check_alerts(plan.scenario, raised, start_ts=START, duration_s=plan.duration_s)
+    assert not [e for e in verdict.missing if e.rule == "map.below_floor"]

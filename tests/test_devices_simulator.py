@@ -19,6 +19,7 @@ from devices.simulate import Timeline, ward_messages, ward_plans, write_jsonl
 from streamproc.codec import decode
 from streamproc.errors import ConfigError
 from streamproc.events import ContextUpdate, Reading, Rejection, WaveformChunk
+from streamproc.timestamps import format_ts
 
 START = 1_800_000_000.0  # a fixed epoch, so that payloads can be compared byte for byte
 
@@ -116,7 +117,7 @@ def test_waveform_chunks_are_125_hz_one_second_around_the_map() -> None:
         for m in bed_messages(_plan("flush_artefact", minutes=3))
         if m.topic.endswith("/waveform/abp")
     ]
-    assert len(chunks) == 180
+    assert len(chunks) == 179  # a chunk goes out once its second is over
     chunk = chunks[60]
     assert isinstance(chunk, WaveformChunk)
     assert chunk.fs == 125.0
@@ -134,7 +135,9 @@ def test_flush_saturates_the_line_then_returns() -> None:
     assert flush == [600.0, 601.0, 602.0, 603.0]
     assert 45 < maps[604.0] < 75
     chunks = {m.offset: json.loads(m.payload) for m in messages if "waveform" in m.topic}
-    assert min(chunks[601.0]["samples"]) > 295
+    flushed = chunks[602.0]  # sent at 602 s, the samples of 601–602 s
+    assert flushed["t0"] == format_ts(START + 601.0)
+    assert min(flushed["samples"]) > 295
 
 
 def test_timeline_ends_now_and_never_runs_ahead_of_the_clock() -> None:
@@ -268,3 +271,18 @@ def test_ward_messages_are_in_event_time_order() -> None:
     offsets = [m.offset for m in ward_messages(plans)]
     assert offsets == sorted(offsets)
     assert len({p.bed for p in plans}) == 4
+
+
+def test_fluids_and_recovery_move_map_and_perfusion_the_right_way() -> None:
+    patient = _patient(map=55.0, perfusion=0.4)
+    defaults = physiology().events
+    patient.apply(defaults["fluids"])
+    for _ in range(3600):
+        patient.advance(1.0)
+    assert patient.map_level == pytest.approx(55.0 + defaults["fluids"].map_delta, abs=0.1)
+    assert patient.perfusion == pytest.approx(0.55, abs=0.01)
+    patient.apply(defaults["recovery"])
+    for _ in range(7200):
+        patient.advance(1.0)
+    assert patient.perfusion == pytest.approx(1.0, abs=0.01)
+    assert patient.effective_perfusion > 0.95

@@ -154,3 +154,17 @@ def test_tick_cache_changes_nothing_but_cost(steps: list[Step]) -> None:
     uncached = _NoTickCache(Evaluator())
     uncached.play(steps)
     assert uncached.output == _run(steps)
+
+
+@_SETTINGS
+@given(_STEPS)
+def test_quiet_ranges_change_nothing_but_cost(steps: list[Step]) -> None:
+    """Skipping a signal's rules inside its quiet range gives the same alerts as judging."""
+    evaluator = Evaluator()
+    for name in ("tartare2s-ttp", "tartare2s-sc"):
+        protocol = evaluator._protocol(name)
+        assert protocol is not None
+        evaluator._rules(protocol).quiet.clear()
+    judged = Driver(evaluator)
+    judged.play(steps)
+    assert judged.output == _run(steps)

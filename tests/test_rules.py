@@ -433,3 +433,13 @@ def test_overdue_assessments_hourly_then_every_two_hours(ttp: Evaluator) -> None
     assert [a for a in ttp.advance(T0 + 90000 + 7199) if a.rule == "assessment.overdue.crt"] == []
     late = [a for a in ttp.advance(T0 + 90000 + 7200) if a.rule == "assessment.overdue.crt"]
     assert [a.event for a in late] == ["raised"]
+
+
+def test_updated_only_when_observed_values_move_materially(ttp: Evaluator) -> None:
+    # MAP 45 … 45 (raised at 60, mean 45) | 44 … 44: mean and min move < 10 % → no update
+    #                                     | 38 …: the minimum drops ≥ 10 % → updated
+    _raised_floor(ttp)
+    assert feed_all(ttp, series(61, 120, map=44.0)) == []
+    updated = feed_all(ttp, [reading(121, map=38.0)])
+    assert [(a.event, a.observed["map_min_60s"]) for a in updated] == [("updated", 38.0)]
+    assert feed_all(ttp, [reading(122, map=38.5)]) == []

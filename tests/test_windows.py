@@ -81,7 +81,45 @@ def test_artefact_window_counts_the_last_minute() -> None:
         window.add_clean(float(t))
     for t in range(30, 61):
         window.add(float(t), artefact=True)
-    assert window.counts(60.0) == (31, 29)  # seconds 1 … 60
-    assert window.counts(200.0) == (0, 0)
-    assert window.recently_seen(100.0)
-    assert not window.recently_seen(120.0)
+    assert window.counts() == (31, 29)  # seconds 1 … 60
+    window.add_clean(200.0)  # a jump: everything before second 141 expires
+    assert window.counts() == (0, 1)
+    window.add(150.5, artefact=True)  # a little behind the newest second, still inside
+    window.add(100.0, artefact=True)  # older than the window: not counted
+    assert window.counts() == (1, 1)
+    assert window.recently_seen(200.0)
+    assert not window.recently_seen(300.0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.floats(-3.0, 20.0), st.booleans()), min_size=1, max_size=150))
+def test_artefact_window_matches_brute_force(steps: list[tuple[float, bool]]) -> None:
+    window = ArtefactWindow(60.0)
+    seen: list[tuple[int, bool]] = []
+    ts = 1000.0
+    for step, artefact in steps:
+        ts = max(0.0, ts + step)  # mostly forwards, sometimes a little back
+        window.add(ts, artefact=artefact)
+        head = window.head
+        assert head is not None
+        if int(ts // 1) > head - 60:
+            seen.append((int(ts // 1), artefact))
+        inside = [a for second, a in seen if head - 60 < second <= head]
+        assert window.counts() == (sum(inside), len(inside) - sum(inside))
+        window = ArtefactWindow.restore(json.loads(json.dumps(window.snapshot())))
+
+
+def test_artefact_window_restores_the_earlier_snapshot_layout() -> None:
+    # the layout before running totals: a second stamp per bucket, -1 for never used
+    old = {
+        "span": 60.0,
+        "seconds": [120, 121, *([-1] * 57), 59],
+        "clean": [3, 1, *([0] * 57), 5],
+        "artefacts": [1, 0, *([0] * 57), 2],
+        "last_artefact": 120.5,
+    }
+    window = ArtefactWindow.restore(old)
+    assert window.head == 121
+    assert window.counts() == (1, 4)  # second 59 is outside (61, 121]
+    window.add_clean(122.0)
+    assert window.counts() == (1, 5)
