@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -165,6 +166,10 @@ class Service:
 
     async def run(self) -> None:
         """Run until :meth:`request_stop`, then drain and disconnect."""
+        # Everything alive now (modules, schemas, the restored evaluator) lives as long as
+        # the process: keep it out of the cyclic collector's full passes, which otherwise
+        # stall the event loop for tens of milliseconds (measured: 54 ms at 200 beds).
+        gc.freeze()
         async with asyncio.TaskGroup() as group:
             group.create_task(
                 stay_connected(
@@ -189,6 +194,7 @@ class Service:
                 worker.cancel()
             self.save_checkpoint()
             self._disconnect.set()
+        gc.unfreeze()
         logger.info("stopped")
 
     async def _drain(self) -> None:
