@@ -42,7 +42,7 @@ __all__ = ["Message", "PassResult", "run_bench", "synthetic_ward"]
 SKIN_EVERY_S: Final = 5
 CRT_EVERY_S: Final = 3600
 LACTATE_EVERY_S: Final = 7200
-#: One bed in this many is hypotensive (MAP around 45 mmHg), so alerts happen too.
+#: One bed in this many is hypotensive (MAP around 42 mmHg), so floor alerts happen too.
 HYPOTENSIVE_ONE_IN: Final = 20
 #: Every bed has a context message whose protocol started this long before the run.
 PROTOCOL_STARTED_BEFORE_S: Final = 1800
@@ -68,7 +68,7 @@ def _message(*, ward: str, bed: str, ts: float, seq: int, signal: str, value: fl
 
 def _bed_second(bed_no: int, t: int, rng: random.Random) -> list[tuple[str, float]]:
     """The signals bed ``bed_no`` measures at second ``t``, with plausible values."""
-    base = 45.0 if bed_no % HYPOTENSIVE_ONE_IN == 0 else 58.0
+    base = 42.0 if bed_no % HYPOTENSIVE_ONE_IN == 0 else 58.0
     out = [("map", base + rng.gauss(0.0, 3.0))]
     if (t + bed_no) % SKIN_EVERY_S == 0:
         out.append(("skin_temp", 33.0 + rng.gauss(0.0, 0.3)))
@@ -287,7 +287,7 @@ def configure_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     parser.add_argument("--beds", type=_positive, default=1000, help="beds (default 1000)")
     parser.add_argument(
-        "--seconds", type=_positive, default=60, help="seconds of event time (default 60)"
+        "--seconds", type=_positive, default=90, help="seconds of event time (default 90)"
     )
     parser.add_argument("--protocol", default="tartare2s-ttp", help="protocol preset")
     parser.add_argument(

@@ -1,13 +1,16 @@
 """``streamproc protocols [NAME]`` and ``streamproc check FILE``: protocols for people.
 
 ``protocols`` lists the presets, or explains one protocol's targets in plain words;
-``check`` validates a protocol file and names the field that is wrong.
+``check`` validates a protocol file (or a service configuration file) and names the field
+that is wrong.
 """
 
 from __future__ import annotations
 
 import argparse
+import tomllib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from streamproc.protocol import (
@@ -208,10 +211,33 @@ def _protocols(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    protocol = load_protocol(args.file)
-    rules = protocol.rules.enabled()
-    print(f"{args.file}: valid protocol {protocol.name!r} with {len(rules)} rules")
+    path = Path(args.file)
+    if _is_protocol_file(path):
+        protocol = load_protocol(path)
+        rules = protocol.rules.enabled()
+        print(f"{path}: valid protocol {protocol.name!r} with {len(rules)} rules")
+        return 0
+    from streamproc.settings import load_settings  # the service's settings, read as it would
+
+    settings = load_settings(config_file=path)
+    extra = {load_protocol(file).name for file in settings.protocol_files}
+    if settings.protocol not in extra:
+        load_protocol(settings.protocol)  # the default protocol must exist too
+    print(
+        f"{path}: valid service configuration (with the STREAMPROC_* environment): broker "
+        f"{settings.broker}, instance {settings.instance!r}, default protocol "
+        f"{settings.protocol!r}, {len(extra)} extra protocol file(s)"
+    )
     return 0
+
+
+def _is_protocol_file(path: Path) -> bool:
+    """A file with any protocol field is a protocol; anything else a service config."""
+    try:
+        raw = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return True  # let the protocol loader say what is wrong with it
+    return not raw or not raw.keys().isdisjoint(Protocol.model_fields)
 
 
 def configure_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -225,9 +251,11 @@ def configure_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     listing.set_defaults(handler=_protocols)
     check = subparsers.add_parser(
         "check",
-        help="validate a protocol file",
-        description="Validate a protocol TOML file (see streamproc/presets/ for examples). "
-        "Exit status 0 if valid; otherwise the error names the field that is wrong.",
+        help="validate a protocol file or a service configuration file",
+        description="Validate a protocol TOML file (one with protocol fields such as name, "
+        "[bands], [rules]; see streamproc/presets/) or a service configuration TOML file (as "
+        "`streamproc run --config FILE` reads it, with the STREAMPROC_* environment). Exit "
+        "status 0 if valid; otherwise the error names the field that is wrong.",
     )
-    check.add_argument("file", metavar="FILE", help="the protocol file (TOML)")
+    check.add_argument("file", metavar="FILE", help="a protocol or configuration file (TOML)")
     check.set_defaults(handler=_check)

@@ -170,3 +170,20 @@ def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     bad = _write(tmp_path, "name = 'x'\n")
     assert main(["check", str(bad)]) == 2
     assert "title" in capsys.readouterr().err
+
+
+def test_check_command_validates_a_service_configuration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("STREAMPROC_BROKER", "STREAMPROC_PROTOCOL", "STREAMPROC_INSTANCE"):
+        monkeypatch.delenv(name, raising=False)
+    good = tmp_path / "streamproc.toml"
+    good.write_text('broker = "mqtt://127.0.0.1:1884"\nprotocol = "tartare2s-sc"\n', "utf-8")
+    assert main(["check", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "valid service configuration" in out
+    assert "'tartare2s-sc'" in out
+    bad = tmp_path / "bad.toml"
+    bad.write_text('protocol = "no-such-protocol"\n', "utf-8")
+    assert main(["check", str(bad)]) == 2
+    assert "no-such-protocol" in capsys.readouterr().err
