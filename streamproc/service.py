@@ -2,17 +2,18 @@
 
 ::
 
-    broker ─▶ [mqtt on_message] ─▶ inbox (bounded by Receive Maximum)
-      ─▶ consumer: ingest() ─▶ evaluator ─┬─▶ outbox (SQLite) ─▶ publisher ─▶ …/alerts
+    broker ─▶ [mqtt on_message] ─▶ inbox (bounded; socket reads pause when full)
+      ─▶ consumer: ingest() ─▶ evaluator ─┬─▶ outbox (SQLite) ─▶ client ─▶ …/alerts
              │                            ├─▶ dirty beds ─▶ status loop ─▶ …/status
              └─▶ PUBACK                   └─▶ rejections ─▶ publisher ─▶ …/rejected
     ticker (1 s) ─▶ evaluator.advance()       checkpoint loop ─▶ state_dir/checkpoint.json
 
 All long-lived tasks run in one ``asyncio.TaskGroup``. The consumer never awaits a
-publish: it writes alert events to the outbox and wakes the publisher task, which hands
-them to the client in order and deletes each one on its PUBACK. A message is acknowledged
-to the broker only after it has been processed, so the broker's Receive Maximum bounds
-the inbox and applies back-pressure (see :mod:`streamproc.mqtt`).
+publish: it writes an alert event to the outbox and hands it to the client, which writes
+it at once; the broker's PUBACK later deletes it from the outbox. Statuses (coalesced, at
+most one per bed per ``status_interval``) and rejection notices go out from a publisher
+task. A message is acknowledged to the broker only after it has been processed, so the
+bounded inbox applies back-pressure to the broker (see :mod:`streamproc.mqtt`).
 
 SIGTERM or SIGINT: stop reading, publish what is pending (outbox, statuses, rejections),
 write a checkpoint, publish ``offline``, disconnect, exit 0.
