@@ -14,6 +14,7 @@ import pytest
 from streamproc.broker import LocalBroker, free_port
 from streamproc.errors import BrokerError
 from streamproc.mqtt import BrokerLink, Inbox, inbound_filters
+from streamproc.settings import load_settings
 
 pytestmark = [pytest.mark.broker, pytest.mark.asyncio]
 
@@ -150,3 +151,30 @@ async def test_mqtts_with_ca_and_client_certificate(tmp_path: Path) -> None:
             item = await asyncio.wait_for(inbox.get(), 5)
             assert item.payload == b"over TLS"
             session.ack(item)
+
+
+async def test_username_and_password_from_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The password reaches the broker from STREAMPROC_PASSWORD; a wrong one is refused."""
+    passwords = tmp_path / "passwords"
+    subprocess.run(  # noqa: ASYNC221 - set-up before anything async runs
+        ["mosquitto_passwd", "-c", "-b", str(passwords), "streamproc", "s3cret"], check=True
+    )
+    with LocalBroker(
+        workdir=tmp_path / "broker", extra_config=f"password_file {passwords}\n"
+    ) as broker:
+        for password, works in (("s3cret", True), ("wrong", False)):
+            monkeypatch.setenv("STREAMPROC_PASSWORD", password)
+            settings = load_settings(broker=broker.url, username="streamproc")
+            link = BrokerLink(
+                url=settings.broker, instance="auth-test", inbox=Inbox(high_water=10),
+                username=settings.username, password=settings.password_value(),
+            )  # fmt: skip
+            if works:
+                async with link.connect():
+                    pass
+            else:
+                with pytest.raises(BrokerError, match="cannot connect"):
+                    async with link.connect():
+                        pass
