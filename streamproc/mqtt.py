@@ -102,8 +102,11 @@ class _ReadGate:
             self.paused = True
 
     def resume(self) -> None:
-        if self.paused:
-            self.paused = False
+        if not self.paused:
+            return
+        self.paused = False
+        sock = self._paho.socket()
+        if sock is not None and sock.fileno() == self._fd:  # not a closed (or reused) fd
             self._loop.add_reader(self._fd, self._read)
 
     def _read(self) -> None:
