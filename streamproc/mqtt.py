@@ -5,10 +5,13 @@ What the service needs from the broker, and how it gets it (design §6):
 * **A persistent session.** MQTT 5, clean start off, a session expiry: readings published
   while streamproc restarts wait in the broker and arrive after the reconnect.
 * **Back-pressure.** Inbound messages are acknowledged (PUBACK) only after the pipeline has
-  processed them, and the CONNECT packet announces a *Receive Maximum*: the broker never
-  has more unacknowledged QoS 1 messages in flight to us than that. The inbound queue is
-  therefore bounded by the protocol itself; when the pipeline falls behind, the broker
-  stops sending and keeps the readings in our session instead of us buffering them.
+  processed them, and the CONNECT packet announces a *Receive Maximum*: a broker that
+  honours it never has more unacknowledged QoS 1 messages in flight to us. Mosquitto
+  2.0.11 does not always (see :class:`Inbox`), so the adapter also stops reading the socket
+  while the :class:`Inbox` is full; either way, when the pipeline falls behind, the broker
+  keeps the readings in our session instead of us buffering them.
+* **Alerts without waiting.** :meth:`Session.publish_tracked` hands a message to the client
+  and writes it at once; a callback runs on its PUBACK.
 * **Speed.** aiomqtt's ``messages`` iterator costs a task per message; the adapter takes
   paho's ``on_message`` callback instead and puts a small :class:`Inbound` straight into
   the bounded queue, stamped with the arrival time. TCP_NODELAY is set on the socket (with
@@ -99,8 +102,11 @@ class _ReadGate:
             self.paused = True
 
     def resume(self) -> None:
-        if self.paused:
-            self.paused = False
+        if not self.paused:
+            return
+        self.paused = False
+        sock = self._paho.socket()
+        if sock is not None and sock.fileno() == self._fd:  # not a closed (or reused) fd
             self._loop.add_reader(self._fd, self._read)
 
     def _read(self) -> None:

@@ -2,17 +2,18 @@
 
 ::
 
-    broker ─▶ [mqtt on_message] ─▶ inbox (bounded by Receive Maximum)
-      ─▶ consumer: ingest() ─▶ evaluator ─┬─▶ outbox (SQLite) ─▶ publisher ─▶ …/alerts
+    broker ─▶ [mqtt on_message] ─▶ inbox (bounded; socket reads pause when full)
+      ─▶ consumer: ingest() ─▶ evaluator ─┬─▶ outbox (SQLite) ─▶ client ─▶ …/alerts
              │                            ├─▶ dirty beds ─▶ status loop ─▶ …/status
              └─▶ PUBACK                   └─▶ rejections ─▶ publisher ─▶ …/rejected
     ticker (1 s) ─▶ evaluator.advance()       checkpoint loop ─▶ state_dir/checkpoint.json
 
 All long-lived tasks run in one ``asyncio.TaskGroup``. The consumer never awaits a
-publish: it writes alert events to the outbox and wakes the publisher task, which hands
-them to the client in order and deletes each one on its PUBACK. A message is acknowledged
-to the broker only after it has been processed, so the broker's Receive Maximum bounds
-the inbox and applies back-pressure (see :mod:`streamproc.mqtt`).
+publish: it writes an alert event to the outbox and hands it to the client, which writes
+it at once; the broker's PUBACK later deletes it from the outbox. Statuses (coalesced, at
+most one per bed per ``status_interval``) and rejection notices go out from a publisher
+task. A message is acknowledged to the broker only after it has been processed, so the
+bounded inbox applies back-pressure to the broker (see :mod:`streamproc.mqtt`).
 
 SIGTERM or SIGINT: stop reading, publish what is pending (outbox, statuses, rejections),
 write a checkpoint, publish ``offline``, disconnect, exit 0.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -165,6 +167,10 @@ class Service:
 
     async def run(self) -> None:
         """Run until :meth:`request_stop`, then drain and disconnect."""
+        # Everything alive now (modules, schemas, the restored evaluator) lives as long as
+        # the process: keep it out of the cyclic collector's full passes, which otherwise
+        # stall the event loop for tens of milliseconds (measured: 54 ms at 200 beds).
+        gc.freeze()
         async with asyncio.TaskGroup() as group:
             group.create_task(
                 stay_connected(
@@ -189,6 +195,7 @@ class Service:
                 worker.cancel()
             self.save_checkpoint()
             self._disconnect.set()
+        gc.unfreeze()
         logger.info("stopped")
 
     async def _drain(self) -> None:
@@ -243,7 +250,9 @@ class Service:
             await asyncio.sleep(0)  # let the socket, acks and the publisher run
 
     async def _take(self, item: Inbound) -> None:
-        session = await self._session_for(item)
+        session = self._session
+        if session is None or session.number != item.session:
+            session = await self._session_for(item)  # around a reconnect only
         if session is not None:
             outcome = self.process(item.topic, item.payload, received=item.received)
             session.ack(item)
