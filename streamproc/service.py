@@ -87,7 +87,7 @@ class _Unacked:
 
 @dataclass(slots=True)
 class _Message:
-    """A best-effort publish: a retained status (QoS 0) or a rejection notice (QoS 1)."""
+    """A best-effort publish: a retained status or a rejection notice (both QoS 1, design §3.4)."""
 
     topic: str
     payload: bytes
@@ -416,9 +416,10 @@ class Service:
             self._status_sent[bed] = now
             status = self.evaluator.status(*bed)
             payload = b"" if status is None else dump(status)  # empty: the bed was discharged
-            # QoS 0: a newer status follows on the next change, and it is retained on the broker
+            # QoS 1 as the contract says (design §3.4); not in the outbox: a newer status
+            # follows on the next change, and the broker retains the last one
             topic = f"icu/{bed[0]}/{bed[1]}/status"
-            self._queue_best_effort(_Message(topic, payload, retain=True, qos=0))
+            self._queue_best_effort(_Message(topic, payload, retain=True, qos=1))
 
     async def _checkpoint_loop(self) -> None:
         """A checkpoint every ``checkpoint_interval`` when something changed, sooner after an
