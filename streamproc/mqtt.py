@@ -232,15 +232,15 @@ class Session:
         self._client = client
         self._paho: PahoClient = client._client
         self.number = number
-        self._on_puback: dict[int, Callable[[], None]] = {}
+        self._on_puback: dict[int, Callable[[str | None], None]] = {}
         aiomqtt_on_publish = self._paho.on_publish
 
         def on_publish(*args: Any) -> None:
             if aiomqtt_on_publish is not None:
                 aiomqtt_on_publish(*args)
-            callback = self._on_puback.pop(args[2], None)  # (client, userdata, mid, ...)
+            callback = self._on_puback.pop(args[2], None)  # (client, userdata, mid, reason, …)
             if callback is not None:
-                callback()
+                callback(_refusal(args[3] if len(args) > 3 else None))
 
         self._paho.on_publish = on_publish
 
@@ -264,11 +264,15 @@ class Session:
         if info.rc != 0:
             raise BrokerError(f"publish to {topic} failed: paho code {info.rc}")
 
-    def publish_tracked(self, topic: str, payload: bytes, on_puback: Callable[[], None]) -> None:
+    def publish_tracked(
+        self, topic: str, payload: bytes, on_puback: Callable[[str | None], None]
+    ) -> None:
         """Hand a QoS 1 message to the client now; ``on_puback`` runs on the broker's PUBACK.
 
-        Nothing is awaited, so the receive path can publish an alert the moment it is
-        raised. If the connection is lost first, ``on_puback`` never runs.
+        ``on_puback`` gets ``None`` when the broker took the message, or the MQTT 5 reason
+        it gave for refusing it (e.g. ``"Not authorized"`` from an ACL): a refused PUBACK is
+        not a delivery. Nothing is awaited, so the receive path can publish an alert the
+        moment it is raised. If the connection is lost first, ``on_puback`` never runs.
         """
         info = self._paho.publish(topic, payload, 1, False)
         if info.rc != 0:
@@ -291,6 +295,13 @@ class Session:
             raise BrokerError(f"connection lost: {exc}") from exc
         except OSError as exc:
             raise BrokerError(f"connection lost: {exc}") from exc
+
+
+def _refusal(reason_code: Any) -> str | None:
+    """The broker's reason for refusing a publish, or ``None`` when it accepted it."""
+    if reason_code is not None and getattr(reason_code, "is_failure", False):
+        return str(reason_code)
+    return None
 
 
 class BrokerLink:

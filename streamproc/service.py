@@ -360,7 +360,9 @@ class Service:
     def _send(self, session: Session, unacked: _Unacked) -> None:
         entry = unacked.entry
         try:
-            session.publish_tracked(entry.topic, entry.payload, lambda: self._acked(unacked))
+            session.publish_tracked(
+                entry.topic, entry.payload, lambda refusal: self._acked(unacked, refusal)
+            )
         except BrokerError as exc:
             logger.debug("alert %d not sent (%s); it stays in the outbox", entry.id, exc)
             return
@@ -368,8 +370,11 @@ class Service:
         if self.on_latency is not None and unacked.received is not None:
             self.on_latency("written", self.clock() - unacked.received)
 
-    def _acked(self, unacked: _Unacked) -> None:
-        """The broker has the alert: it leaves the outbox."""
+    def _acked(self, unacked: _Unacked, refusal: str | None) -> None:
+        """The broker has the alert: it leaves the outbox — unless the broker refused it."""
+        if refusal is not None:
+            self._refused(unacked, refusal)
+            return
         if self._unacked.pop(unacked.entry.id, None) is None:
             return  # acknowledged on an earlier session already
         self.outbox.remove(unacked.entry.id)
@@ -378,6 +383,19 @@ class Service:
             self.metrics.latency.observe(latency)
             if self.on_latency is not None:
                 self.on_latency("acknowledged", latency)
+
+    def _refused(self, unacked: _Unacked, refusal: str) -> None:
+        """A PUBACK with a failure reason: the alert stays in the outbox, to go again on the
+        next connection, and the refusal is loud (an ACL mistake must not lose alerts)."""
+        self.metrics.alerts_refused.inc()
+        unacked.sent_on = 0  # never sent on a live session: the next one sends it
+        logger.error(
+            "the broker refused alert event %d on %s (%s): it stays in the outbox and is sent "
+            "again on the next connection; check the broker's ACL for this account",
+            unacked.entry.id,
+            unacked.entry.topic,
+            refusal,
+        )
 
     def _publish_best_effort(self, session: Session) -> None:
         while self._best_effort:
