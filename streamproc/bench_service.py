@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -69,8 +70,8 @@ def percentile(samples: list[float], q: float) -> float:
     if not samples:
         return float("nan")
     ordered = sorted(samples)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    rank = math.ceil(q / 100 * len(ordered))  # 1-based: the smallest rank covering q %
+    return ordered[max(0, min(len(ordered), rank) - 1)]
 
 
 def _backlog(count: int, beds: int, start: float) -> Iterator[tuple[str, bytes]]:

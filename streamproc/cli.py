@@ -1,9 +1,9 @@
 """``streamproc`` command line: one sub-command per module that owns the feature.
 
 Each listed module has ``configure_parser(subparsers)``, which adds its sub-command and
-sets ``handler`` (a function of the parsed arguments returning an exit code). Modules are
-imported only when their command is registered, so a missing optional extra breaks only
-its own command.
+sets ``handler`` (a function of the parsed arguments returning an exit code). Optional
+extras (wfdb, matplotlib, uvloop) are imported inside the commands that use them, so a
+missing extra breaks only its own command.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ __all__ = ["main"]
 
 #: The modules that each contribute a sub-command, in the order ``--help`` lists them.
 COMMAND_MODULES = (
-    "streamproc.protocol_cli",
-    "streamproc.replay",
-    "streamproc.bench",
-    "streamproc.bench_replay",
-    "streamproc.service",
-    "streamproc.demo",
-    "streamproc.bench_service",
+    "streamproc.service",  # run
+    "streamproc.demo",  # demo
+    "streamproc.replay",  # replay
+    "streamproc.protocol_cli",  # protocols, check
+    "streamproc.bench",  # bench
+    "streamproc.bench_replay",  # bench-waveform, bench-replay
+    "streamproc.bench_service",  # bench-service
 )
 
 
@@ -47,13 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise  # a missing dependency inside the module is a real error
-            continue  # a command whose module is not part of this build
-        module.configure_parser(subparsers)
+        importlib.import_module(name).configure_parser(subparsers)
     return parser
 
 

@@ -116,6 +116,11 @@ class Metrics:
             "Alert events written to the outbox and not yet acknowledged by the broker",
             registry=registry,
         )
+        self.alerts_refused = Counter(
+            "streamproc_alerts_refused",
+            "Alert events the broker refused (a PUBACK with a failure reason, e.g. an ACL)",
+            registry=registry,
+        )
         self.silent_beds = Gauge(
             "streamproc_silent_beds",
             "Beds without any reading for the silent_after setting (60 s by default)",

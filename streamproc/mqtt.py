@@ -5,10 +5,13 @@ What the service needs from the broker, and how it gets it (design §6):
 * **A persistent session.** MQTT 5, clean start off, a session expiry: readings published
   while streamproc restarts wait in the broker and arrive after the reconnect.
 * **Back-pressure.** Inbound messages are acknowledged (PUBACK) only after the pipeline has
-  processed them, and the CONNECT packet announces a *Receive Maximum*: the broker never
-  has more unacknowledged QoS 1 messages in flight to us than that. The inbound queue is
-  therefore bounded by the protocol itself; when the pipeline falls behind, the broker
-  stops sending and keeps the readings in our session instead of us buffering them.
+  processed them, and the CONNECT packet announces a *Receive Maximum*: a broker that
+  honours it never has more unacknowledged QoS 1 messages in flight to us. Mosquitto
+  2.0.11 does not always (see :class:`Inbox`), so the adapter also stops reading the socket
+  while the :class:`Inbox` is full; either way, when the pipeline falls behind, the broker
+  keeps the readings in our session instead of us buffering them.
+* **Alerts without waiting.** :meth:`Session.publish_tracked` hands a message to the client
+  and writes it at once; a callback runs on its PUBACK.
 * **Speed.** aiomqtt's ``messages`` iterator costs a task per message; the adapter takes
   paho's ``on_message`` callback instead and puts a small :class:`Inbound` straight into
   the bounded queue, stamped with the arrival time. TCP_NODELAY is set on the socket (with
@@ -99,8 +102,11 @@ class _ReadGate:
             self.paused = True
 
     def resume(self) -> None:
-        if self.paused:
-            self.paused = False
+        if not self.paused:
+            return
+        self.paused = False
+        sock = self._paho.socket()
+        if sock is not None and sock.fileno() == self._fd:  # not a closed (or reused) fd
             self._loop.add_reader(self._fd, self._read)
 
     def _read(self) -> None:
@@ -226,15 +232,15 @@ class Session:
         self._client = client
         self._paho: PahoClient = client._client
         self.number = number
-        self._on_puback: dict[int, Callable[[], None]] = {}
+        self._on_puback: dict[int, Callable[[str | None], None]] = {}
         aiomqtt_on_publish = self._paho.on_publish
 
         def on_publish(*args: Any) -> None:
             if aiomqtt_on_publish is not None:
                 aiomqtt_on_publish(*args)
-            callback = self._on_puback.pop(args[2], None)  # (client, userdata, mid, ...)
+            callback = self._on_puback.pop(args[2], None)  # (client, userdata, mid, reason, …)
             if callback is not None:
-                callback()
+                callback(_refusal(args[3] if len(args) > 3 else None))
 
         self._paho.on_publish = on_publish
 
@@ -258,11 +264,15 @@ class Session:
         if info.rc != 0:
             raise BrokerError(f"publish to {topic} failed: paho code {info.rc}")
 
-    def publish_tracked(self, topic: str, payload: bytes, on_puback: Callable[[], None]) -> None:
+    def publish_tracked(
+        self, topic: str, payload: bytes, on_puback: Callable[[str | None], None]
+    ) -> None:
         """Hand a QoS 1 message to the client now; ``on_puback`` runs on the broker's PUBACK.
 
-        Nothing is awaited, so the receive path can publish an alert the moment it is
-        raised. If the connection is lost first, ``on_puback`` never runs.
+        ``on_puback`` gets ``None`` when the broker took the message, or the MQTT 5 reason
+        it gave for refusing it (e.g. ``"Not authorized"`` from an ACL): a refused PUBACK is
+        not a delivery. Nothing is awaited, so the receive path can publish an alert the
+        moment it is raised. If the connection is lost first, ``on_puback`` never runs.
         """
         info = self._paho.publish(topic, payload, 1, False)
         if info.rc != 0:
@@ -285,6 +295,13 @@ class Session:
             raise BrokerError(f"connection lost: {exc}") from exc
         except OSError as exc:
             raise BrokerError(f"connection lost: {exc}") from exc
+
+
+def _refusal(reason_code: Any) -> str | None:
+    """The broker's reason for refusing a publish, or ``None`` when it accepted it."""
+    if reason_code is not None and getattr(reason_code, "is_failure", False):
+        return str(reason_code)
+    return None
 
 
 class BrokerLink:

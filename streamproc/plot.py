@@ -191,7 +191,7 @@ def _legend(fig: Any) -> None:
     handles = [Patch(color=c, label=f"{p} priority alert") for p, c in _PRIORITY_COLOURS.items()]
     handles.append(Patch(facecolor="0.85", hatch="///", edgecolor="0.5", label="onset delay"))
     handles.append(Patch(facecolor="none", edgecolor="0.3", label="latched, awaiting ack"))
-    fig.legend(handles=handles, loc="lower right", ncol=5, fontsize=7, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, frameon=False)
 
 
 def plot_beds(

@@ -90,6 +90,12 @@ async def test_breach_raise_status_latch_ack(broker: LocalBroker, tmp_path: Path
 
         await seen.wait_for(status_lists_alert, what="status with the alert")
         BedStatusPayload.model_validate(seen.json("/status")[-1])
+        async with watching(broker.url, f"{BASE}/status") as late_comer:  # retained for it
+            await late_comer.wait_for(
+                lambda w: any(retained for _, _, retained in w.messages), what="retained status"
+            )
+            retained_status = next(p for _, p, retained in late_comer.messages if retained)
+            assert raised["alert_id"] in retained_status.decode()
 
         for second in range(61, 93):
             await device.publish(f"{BASE}/vitals", _vitals(t0 + second, map=60.0), qos=1)
@@ -113,7 +119,12 @@ async def test_breach_raise_status_latch_ack(broker: LocalBroker, tmp_path: Path
             ("cleared", "cleared"),
         ]
         assert {e["alert_id"] for e in _floor_events(seen.json("/alerts"))} == {raised["alert_id"]}
-        await device.publish(f"{BASE}/context", b"", qos=1, retain=True)  # discharge
+        mark = len(seen.messages)
+        await device.publish(f"{BASE}/context", b"", qos=1, retain=True)  # discharge the bed
+        await seen.wait_for(
+            lambda w: any(t.endswith("/status") and p == b"" for t, p, _ in w.messages[mark:]),
+            what="the retained status cleared on discharge",
+        )
 
 
 def _json(payload: dict[str, object]) -> bytes:
@@ -154,7 +165,8 @@ async def test_every_rejection_reason_is_published_and_counted(
         await device.publish(f"{BASE}/vitals", _vitals(t, seq=1, map=70.0), qos=1)
         for topic, payload in bad.values():
             await device.publish(topic, payload, qos=1)
-        await device.publish(f"{BASE}/vitals", _vitals(t + 30, seq=2, map=71.0), qos=1)
+        unknown = {"ts": t + 30, "device": "mon-07", "seq": 2, "values": {"map": 71.0, "etco2": 35}}
+        await device.publish(f"{BASE}/vitals", _json(unknown), qos=1)
         await seen.wait_for(
             lambda w: len(w.json("/rejected")) >= len(bad), what="every rejection notice"
         )
@@ -179,3 +191,4 @@ async def test_every_rejection_reason_is_published_and_counted(
             text, "streamproc_messages_received_total", outcome="accepted", reason=""
         )
         assert accepted == 2.0
+        assert metric_value(text, "streamproc_unknown_signals_total", signal="etco2") == 1.0

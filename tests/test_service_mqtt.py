@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiomqtt
 import pytest
 
-from streamproc.broker import LocalBroker
+from streamproc.broker import LocalBroker, free_port
 from streamproc.errors import BrokerError
 from streamproc.mqtt import BrokerLink, Inbox, inbound_filters
+from streamproc.settings import load_settings
 
 pytestmark = [pytest.mark.broker, pytest.mark.asyncio]
 
@@ -115,3 +118,63 @@ async def test_socket_reads_pause_at_the_high_water_mark(broker: LocalBroker) ->
                 await asyncio.sleep(0.001)  # a slow pipeline
     assert deepest <= 101
     assert sorted(received) == list(range(3000))
+
+
+async def test_mqtts_with_ca_and_client_certificate(tmp_path: Path) -> None:
+    """``mqtts://`` with the CA file and a client certificate, against a TLS listener."""
+    certs = tmp_path / "certs"
+    script = Path(__file__).parent.parent / "deploy" / "mosquitto" / "make-certs.sh"
+    for args in (["ca"], ["server", "broker", "127.0.0.1"], ["client", "streamproc"]):
+        subprocess.run(  # noqa: ASYNC221 - set-up before anything async runs
+            ["bash", str(script), str(certs), *args], check=True, capture_output=True
+        )
+    tls_port = free_port()
+    listener = (
+        f"listener {tls_port} 127.0.0.1\ncafile {certs}/ca.crt\ncertfile {certs}/broker.crt\n"
+        f"keyfile {certs}/broker.key\nrequire_certificate true\n"
+    )
+    with LocalBroker(workdir=tmp_path / "broker", extra_config=listener) as broker:
+        inbox = Inbox(high_water=10)
+        link = BrokerLink(
+            url=f"mqtts://127.0.0.1:{tls_port}",
+            instance="tls-test",
+            inbox=inbox,
+            ca_file=certs / "ca.crt",
+            client_cert=certs / "streamproc.crt",
+            client_key=certs / "streamproc.key",
+        )
+        assert link.tls
+        async with link.connect() as session:
+            await session.subscribe(["icu/+/+/vitals"])
+            async with _client(broker) as publisher:  # plain listener, same broker
+                await publisher.publish("icu/w1/b1/vitals", b"over TLS", qos=1)
+            item = await asyncio.wait_for(inbox.get(), 5)
+            assert item.payload == b"over TLS"
+            session.ack(item)
+
+
+async def test_username_and_password_from_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The password reaches the broker from STREAMPROC_PASSWORD; a wrong one is refused."""
+    passwords = tmp_path / "passwords"
+    subprocess.run(  # noqa: ASYNC221 - set-up before anything async runs
+        ["mosquitto_passwd", "-c", "-b", str(passwords), "streamproc", "s3cret"], check=True
+    )
+    with LocalBroker(
+        workdir=tmp_path / "broker", extra_config=f"password_file {passwords}\n"
+    ) as broker:
+        for password, works in (("s3cret", True), ("wrong", False)):
+            monkeypatch.setenv("STREAMPROC_PASSWORD", password)
+            settings = load_settings(broker=broker.url, username="streamproc")
+            link = BrokerLink(
+                url=settings.broker, instance="auth-test", inbox=Inbox(high_water=10),
+                username=settings.username, password=settings.password_value(),
+            )  # fmt: skip
+            if works:
+                async with link.connect():
+                    pass
+            else:
+                with pytest.raises(BrokerError, match="cannot connect"):
+                    async with link.connect():
+                        pass
