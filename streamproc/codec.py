@@ -175,17 +175,19 @@ def _finite_time(value: float, field: str) -> float:
 
 
 def _reading(ward: str, bed: str, msg: ReadingPayload, received: float | None) -> Reading:
-    # The hot path of every reading: plain loops, no helper calls per value.
+    # The hot path of every reading: plain loops, no helper calls per value, and the lists
+    # of unknown and implausible names only made for a reading that has some.
     ts = msg.ts
     ts = _finite_time(ts if isinstance(ts, float) else to_epoch(ts), "ts")
     table = signal_table()
     units = msg.units
     values: dict[str, float] = {}
-    unknown: list[str] = []
-    implausible: list[str] = []
+    unknown: list[str] | None = None
+    implausible: list[str] | None = None
     for name, raw in msg.values.items():
         signal = table.get(name)
         if signal is None:
+            unknown = [] if unknown is None else unknown
             unknown.append(name)
             continue
         if not isfinite(raw):
@@ -197,13 +199,15 @@ def _reading(ward: str, bed: str, msg: ReadingPayload, received: float | None) -
                 raise _Reject("unit", f"{name} in {units[name]!r}: known are {signal.unit}")
             value = conversion.apply(raw)
         if not signal.low <= value <= signal.high:  # Signal.plausible, inlined
+            implausible = [] if implausible is None else implausible
             implausible.append(name)
         values[name] = value
-    if implausible:
+    if implausible is not None:
         rej = _Reject("implausible", _describe_implausible(implausible, values))
         rej.artefact = ArtefactReading(ward, bed, ts, tuple(implausible), arrival=received)
         raise rej
-    return Reading(ward, bed, ts, values, msg.device, msg.seq, received, tuple(unknown))
+    names = () if unknown is None else tuple(unknown)
+    return Reading(ward, bed, ts, values, msg.device, msg.seq, received, names)
 
 
 def _describe_implausible(names: Iterable[str], values: dict[str, float]) -> str:
