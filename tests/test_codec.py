@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streamproc.codec import (
@@ -211,6 +211,7 @@ _VALID_BODIES = {
 }
 
 
+@example(topic="icu/w/b/waveform/abp", extra={"samples": 1, "sam\\u0070les": 1})
 @given(
     topic=st.sampled_from(sorted(_VALID_BODIES)),
     extra=st.dictionaries(
@@ -232,5 +233,10 @@ def test_topic_check_agrees_with_a_search_of_the_bytes(
     except _Reject as rejected:
         expected = rejected.detail
     decoded = decode(topic, body)
+    if isinstance(decoded, Rejection) and decoded.reason != "topic":
+        # e.g. an escaped duplicate of a valid key overwrote it: validation failed first,
+        # and the topic check runs only on a payload that validates (in both versions)
+        assert decoded.reason == "schema"
+        return
     topic_rejection = decoded.detail if isinstance(decoded, Rejection) else None
     assert topic_rejection == expected
