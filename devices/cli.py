@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +20,8 @@ from devices.loadtest import __doc__ as loadtest_doc
 from devices.replay import add_replay_parser, describe, replay_from_args
 from devices.scenario import MIX, load_scenario, scenario_names
 from devices.simulate import run_length, simulate, ward_plans, write_jsonl
-from streamproc.errors import ConfigError, StreamprocError
+from streamproc.cli import run_parsed
+from streamproc.errors import ConfigError
 from streamproc.timestamps import format_ts
 
 _EPILOG_SIMULATE = """\
@@ -337,15 +336,4 @@ def _run_replay(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        code: int = args.handler(args)
-    except StreamprocError as exc:
-        print(f"devices: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return code
+    return run_parsed(build_parser(), argv)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from streamproc import __version__
 from streamproc.errors import StreamprocError
 
-__all__ = ["main"]
+__all__ = ["main", "run_parsed"]
 
 #: The modules that each contribute a sub-command, in the order ``--help`` lists them.
 COMMAND_MODULES = (
@@ -52,14 +52,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_parsed(build_parser(), argv)
+
+
+def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse, configure logging (only entry points do), run the command's handler.
+
+    A :class:`StreamprocError` is the user's to fix: its message, exit code 2, no traceback.
+    Shared by ``streamproc`` and ``python -m devices``.
+    """
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         code: int = args.handler(args)
     except StreamprocError as exc:
-        print(f"streamproc: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
