@@ -33,6 +33,7 @@ from streamproc.events import (
     Rejection,
     WaveformChunk,
 )
+from streamproc.limits import wire_limits
 from streamproc.models import (
     AckPayload,
     ContextPayload,
@@ -169,9 +170,16 @@ def _check_topic_matches(payload: bytes, kind: str) -> None:
 
 
 def _finite_time(value: float, field: str) -> float:
+    """``value`` if it lies in the window of ``presets/wire/limits.toml``, else a rejection."""
+    limits = wire_limits()
+    if limits.earliest <= value <= limits.latest:
+        return value
     if not math.isfinite(value):
         raise _Reject("non_finite", f"{field} is not a finite number")
-    return value
+    window = f"{format_ts(limits.earliest)[:10]}–{format_ts(limits.latest)[:10]}"
+    if limits.earliest * 1000 <= value <= limits.latest * 1000:
+        raise _Reject("schema", f"{field} {value:.4g} looks like milliseconds: send epoch seconds")
+    raise _Reject("schema", f"{field} {value:.4g} is outside {window}")
 
 
 def _reading(ward: str, bed: str, msg: ReadingPayload, received: float | None) -> Reading:

@@ -48,7 +48,7 @@ from streamproc.timestamps import format_ts
 from streamproc.waveform import WaveformState, derive_events
 from streamproc.windows import ArtefactWindow, DedupWindow
 
-__all__ = ["SNAPSHOT_VERSION", "Evaluator"]
+__all__ = ["SNAPSHOT_VERSION", "Evaluator", "report_unexpected"]
 
 logger = logging.getLogger(__name__)
 
@@ -363,15 +363,21 @@ class Evaluator:
             due = bed.tick_due
             if due is not None and now < due:
                 continue
-            rules = bed.rules
-            rules.signal_lost.tick(bed, now, out)
-            rules.device_offline.tick(bed, now, out)
-            if rules.assessment is not None:
-                rules.assessment.tick(bed, now, out)
-            if bed.alerts.alerts:
-                out.extend(bed.alerts.escalate(bed.header(), now, bed.protocol.escalation))
-            bed.tick_due = self._next_tick(bed, rules)
+            try:
+                self._tick(bed, now, out)
+            except Exception as exc:  # one bed's bug must not stop the others
+                report_unexpected("a bed's tick", f"{bed.ward}/{bed.bed}", exc)
         return out
+
+    def _tick(self, bed: BedState, now: float, out: list[AlertEventPayload]) -> None:
+        rules = bed.rules
+        rules.signal_lost.tick(bed, now, out)
+        rules.device_offline.tick(bed, now, out)
+        if rules.assessment is not None:
+            rules.assessment.tick(bed, now, out)
+        if bed.alerts.alerts:
+            out.extend(bed.alerts.escalate(bed.header(), now, bed.protocol.escalation))
+        bed.tick_due = self._next_tick(bed, rules)
 
     @staticmethod
     def _next_tick(bed: BedState, rules: RuleSet) -> float | None:
@@ -474,6 +480,23 @@ class Evaluator:
             bed = BedState.restore(raw, protocol, evaluator._rules(protocol))
             evaluator._beds[bed.ward, bed.bed] = bed
         return evaluator
+
+
+#: the kinds of bug already logged with their traceback (see :func:`report_unexpected`)
+_reported: set[tuple[str, str]] = set()
+
+
+def report_unexpected(where: str, subject: str, exc: Exception) -> None:
+    """Log a bug met in ``where`` (about ``subject``) at ERROR; the traceback once per kind.
+
+    The caller goes on: a message becomes a rejection, a bed's tick is skipped.
+    """
+    kind = (where, type(exc).__name__)
+    if kind in _reported:
+        logger.error("%s failed again for %s: %s: %s", where, subject, type(exc).__name__, exc)
+        return
+    _reported.add(kind)
+    logger.error("%s failed for %s; going on", where, subject, exc_info=exc)
 
 
 def _event_time(bed: BedState, arrival: float | None) -> float:

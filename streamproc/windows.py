@@ -311,7 +311,9 @@ class DedupWindow:
 
     def record(self, seq: int) -> None:
         behind = self.newest - seq
-        if behind < 0:
+        if behind <= -self.width:  # far ahead: nothing seen is within the window any more
+            self.newest, self.mask = seq, 1
+        elif behind < 0:
             self.mask = ((self.mask << -behind) | 1) & self.full
             self.newest = seq
         elif behind < self.width:

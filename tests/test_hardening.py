@@ -1,0 +1,137 @@
+"""Hostile or broken input found in review: a clear rejection, never a crash or a lost alert."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from bedside import BED, T0, WARD
+
+from streamproc.evaluator import Evaluator
+from streamproc.events import BedContext, ContextUpdate, Reading
+from streamproc.ingest import ingest
+from streamproc.timestamps import format_ts
+from streamproc.windows import DedupWindow
+
+VITALS = f"icu/{WARD}/{BED}/vitals"
+CONTEXT = f"icu/{WARD}/{BED}/context"
+
+
+def _send(evaluator: Evaluator, topic: str, payload: object, received: float | None = T0):
+    return ingest(evaluator, topic, json.dumps(payload).encode(), received=received)
+
+
+# -- H1: times no calendar can show, huge sequence numbers, bugs in the evaluator -------------
+
+
+@pytest.mark.parametrize("ts", [-1e300, -1e18, -1e15, -2.3e9, 2.6e11, 1.7e12])
+def test_a_time_outside_the_window_is_a_schema_rejection(ts: float) -> None:
+    evaluator = Evaluator()
+    _send(evaluator, VITALS, {"ts": T0, "values": {"map": 70.0}})
+    outcome = _send(evaluator, VITALS, {"ts": ts, "values": {"map": 70.0}})
+    assert outcome.rejection is not None
+    assert outcome.rejection.reason == "schema"
+    assert "ts" in outcome.rejection.detail
+    assert evaluator.status(WARD, BED) is not None  # the bed still has a status
+
+
+def test_epoch_milliseconds_are_named_in_the_detail() -> None:
+    outcome = _send(Evaluator(), VITALS, {"ts": T0 * 1000, "values": {"map": 70.0}}, None)
+    assert outcome.rejection is not None
+    assert "milliseconds" in outcome.rejection.detail
+
+
+@pytest.mark.parametrize("field", ["protocol_started", "map_trial_until"])
+def test_a_context_time_outside_the_window_is_rejected(field: str) -> None:
+    evaluator = Evaluator()
+    outcome = _send(evaluator, CONTEXT, {field: -1e14})
+    assert outcome.rejection is not None
+    assert outcome.rejection.reason == "schema"
+    assert evaluator.beds() == []
+
+
+def test_a_waveform_t0_outside_the_window_is_rejected() -> None:
+    topic = f"icu/{WARD}/{BED}/waveform/abp"
+    outcome = _send(Evaluator(), topic, {"t0": -1e18, "fs": 125.0, "samples": [80.0]})
+    assert outcome.rejection is not None
+    assert outcome.rejection.reason == "schema"
+
+
+def test_a_sequence_number_over_64_bits_is_rejected() -> None:
+    payload = {"ts": T0, "device": "d", "seq": 2**63, "values": {"map": 70.0}}
+    outcome = _send(Evaluator(), VITALS, payload)
+    assert outcome.rejection is not None
+    assert outcome.rejection.reason == "schema"
+
+
+def test_a_huge_jump_in_sequence_numbers_costs_no_memory() -> None:
+    evaluator = Evaluator()
+    for offset, seq in ((-10, 0), (-9, 2**62)):
+        payload = {"ts": T0 + offset, "device": "d", "seq": seq, "values": {"map": 70.0}}
+        assert _send(evaluator, VITALS, payload).rejection is None
+    window = DedupWindow(1024)
+    window.record(0)
+    window.record(2**62)
+    assert window.mask == 1
+    assert (window.seen(2**62), window.seen(0)) == (True, False)
+
+
+def test_format_ts_never_raises() -> None:
+    for epoch in (-1e18, 1e300, float("nan"), float("inf")):
+        assert isinstance(format_ts(epoch), str)
+    assert format_ts(T0) == "2026-11-25T12:00:00.000Z"
+
+
+def test_status_and_advance_survive_times_that_bypass_the_codec() -> None:
+    evaluator = Evaluator()
+    evaluator.feed(ContextUpdate(WARD, BED, BedContext(protocol_started=-1e14)))
+    evaluator.feed(Reading(WARD, BED, -1e15, {"map": 70.0}))
+    assert evaluator.status(WARD, BED) is not None
+    evaluator.advance(T0)
+
+
+class _Broken(Evaluator):
+    """An evaluator with a bug in one bed's evaluation."""
+
+    def feed(self, event):  # type: ignore[no-untyped-def]
+        if getattr(event, "bed", None) == "broken":
+            raise IndexError("a bug")
+        return super().feed(event)
+
+
+def test_a_bug_in_the_evaluator_becomes_a_counted_rejection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    evaluator = _Broken()
+    payload = {"ts": T0, "values": {"map": 40.0}}
+    with caplog.at_level(logging.ERROR, logger="streamproc.evaluator"):
+        for _ in range(2):
+            outcome = _send(evaluator, f"icu/{WARD}/broken/vitals", payload)
+            assert outcome.rejection is not None
+            assert outcome.rejection.reason == "schema"
+            assert "IndexError" in outcome.rejection.detail
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert len(tracebacks) == 1  # once, then one line per message
+    assert len(caplog.records) == 2
+    assert _send(evaluator, VITALS, payload).rejection is None  # the next message goes on
+
+
+def test_a_bug_in_one_beds_tick_does_not_stop_the_others(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    evaluator = Evaluator()
+    for bed in ("a-broken", "b-fine"):
+        evaluator.feed(Reading(WARD, bed, T0, {"map": 70.0}, device="mon", arrival=T0))
+    tick = Evaluator._tick
+
+    def broken_tick(self: Evaluator, bed, now, out) -> None:  # type: ignore[no-untyped-def]
+        if bed.bed == "a-broken":
+            raise ValueError("year 57871 is out of range")
+        tick(self, bed, now, out)
+
+    monkeypatch.setattr(Evaluator, "_tick", broken_tick)
+    with caplog.at_level(logging.ERROR, logger="streamproc.evaluator"):
+        alerts = evaluator.advance(T0 + 3600)
+    assert {(a.bed, a.rule) for a in alerts} >= {("b-fine", "signal.lost")}
+    assert any("a-broken" in r.getMessage() for r in caplog.records)
