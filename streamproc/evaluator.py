@@ -13,7 +13,8 @@ Order and rejection (design §5), checked in this order for a reading:
 
 * ``future``: ``ts > arrival + future_skew``; only live, where ``arrival`` is known.
 * ``duplicate``: a ``(device, seq)`` already accepted for the bed (a bounded window of
-  1,024 numbers per device, :class:`~streamproc.windows.DedupWindow`).
+  1,024 numbers per device, :class:`~streamproc.windows.DedupWindow`), unless its ``ts`` is
+  newer than any of the device's: then the device restarted its numbering (a reboot).
 * ``late``: for any of its signals, ``ts`` is not newer than the newest reading of that
   signal already evaluated for the bed. *Equal* timestamps are late too: a second value for
   an instant already judged would be counted twice. One late signal rejects the message.
@@ -155,7 +156,7 @@ class Evaluator:
         seen = None
         if device is not None and seq is not None:
             seen = bed.seen.get(device)
-            if seen is not None and seen.seen(seq):
+            if seen is not None and seen.seen(seq) and not seen.restarted(ts):
                 raise RejectedReading("duplicate", f"device {device} seq {seq} already seen")
         latest = bed.latest
         for signal in event.values:  # equal time counts as late: module docstring
@@ -171,12 +172,18 @@ class Evaluator:
         if context is not None and bed.trial_start is None and context.map_trial_until is not None:
             bed.trial_start = ts  # protocol.py: the trial starts with its first reading
         if device is not None:
-            self._note_device(bed, device, arrival, seq, seen)
+            self._note_device(bed, device, arrival, seq, seen, ts=ts)
         return arrival
 
     @staticmethod
     def _note_device(
-        bed: BedState, device: str, arrival: float, seq: int | None, seen: DedupWindow | None
+        bed: BedState,
+        device: str,
+        arrival: float,
+        seq: int | None,
+        seen: DedupWindow | None,
+        *,
+        ts: float,
     ) -> None:
         arrivals = bed.arrivals
         if device not in arrivals:
@@ -185,7 +192,7 @@ class Evaluator:
         if seq is not None:
             if seen is None:
                 seen = bed.seen[device] = DedupWindow(DEDUP_WIDTH)
-            seen.record(seq)
+            seen.record(seq, ts)
 
     def _feed_reading(self, event: Reading) -> list[AlertEventPayload]:
         # The hot path (a few µs per reading): kept flat on purpose, see `streamproc bench`.

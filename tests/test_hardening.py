@@ -71,8 +71,8 @@ def test_a_huge_jump_in_sequence_numbers_costs_no_memory() -> None:
         payload = {"ts": T0 + offset, "device": "d", "seq": seq, "values": {"map": 70.0}}
         assert _send(evaluator, VITALS, payload).rejection is None
     window = DedupWindow(1024)
-    window.record(0)
-    window.record(2**62)
+    window.record(0, T0)
+    window.record(2**62, T0 + 1)
     assert window.mask == 1
     assert (window.seen(2**62), window.seen(0)) == (True, False)
 
@@ -135,3 +135,41 @@ def test_a_bug_in_one_beds_tick_does_not_stop_the_others(
         alerts = evaluator.advance(T0 + 3600)
     assert {(a.bed, a.rule) for a in alerts} >= {("b-fine", "signal.lost")}
     assert any("a-broken" in r.getMessage() for r in caplog.records)
+
+
+# -- H2: a monitor reboot restarts its sequence numbers ----------------------------------------
+
+
+def test_a_monitor_reboot_is_not_a_duplicate() -> None:
+    # seq 1..600 at t=1..600 (MAP 70); reboot; seq 1..300 at t=701..1000 (MAP 40)
+    evaluator = Evaluator()
+
+    def send(t: float, seq: int, map_: float):  # type: ignore[no-untyped-def]
+        payload = {"ts": T0 + t, "device": "mon-07", "seq": seq, "values": {"map": map_}}
+        return _send(evaluator, VITALS, payload, None)
+
+    for i in range(1, 601):
+        assert send(i, i, 70.0).rejection is None
+    after = [send(700 + i, i, 40.0) for i in range(1, 301)]
+    assert [o.rejection for o in after if o.rejection is not None] == []
+    assert ("map.below_floor", "raised") in [(a.rule, a.event) for o in after for a in o.alerts]
+    # a true redelivery carries its old time: still a duplicate
+    redelivered = send(700 + 300, 300, 40.0)
+    assert redelivered.rejection is not None
+    assert redelivered.rejection.reason == "duplicate"
+    redelivered = send(600, 600, 70.0)  # from before the reboot: late on its time
+    assert redelivered.rejection is not None
+    assert redelivered.rejection.reason == "late"
+
+
+def test_the_dedup_window_remembers_the_newest_time_in_snapshots() -> None:
+    window = DedupWindow(8)
+    window.record(3, T0)
+    restored = DedupWindow.restore(json.loads(json.dumps(window.snapshot())))
+    assert (restored.seen(3), restored.restarted(T0), restored.restarted(T0 + 1)) == (
+        True,
+        False,
+        True,
+    )
+    old = DedupWindow.restore([8, 3, "1"])  # a snapshot from before: restores
+    assert old.seen(3)
