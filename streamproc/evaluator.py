@@ -255,13 +255,12 @@ class Evaluator:
     def _judge(
         bed: BedState, rules: RuleSet, values: Mapping[str, float], ts: float, out: list[Any]
     ) -> None:
-        by_signal = rules.by_signal
-        done: set[str] = set()  # a rule triggered by several signals runs once
-        for signal in values:
-            for rule in by_signal.get(signal, ()):
-                if rule.name not in done:
-                    done.add(rule.name)
-                    rule.check(bed, ts, out)
+        # Every rule the message triggers, once, in the protocol's order: the composite
+        # perfusion rule last, after its components have seen the message (not in the
+        # order of the JSON keys).
+        for rule in rules.reading_rules.values():
+            if not rule.triggers.isdisjoint(values):
+                rule.check(bed, ts, out)
 
     def _feed_artefact(self, event: ArtefactReading) -> list[AlertEventPayload]:
         self._check_future(event.ts, event.arrival)

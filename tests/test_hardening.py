@@ -173,3 +173,25 @@ def test_the_dedup_window_remembers_the_newest_time_in_snapshots() -> None:
     )
     old = DedupWindow.restore([8, 3, "1"])  # a snapshot from before: restores
     assert old.seen(3)
+
+
+# -- M2: one message with several signals ----------------------------------------------------
+
+
+@pytest.mark.parametrize("order", [("crt", "lactate"), ("lactate", "crt")])
+def test_the_order_of_signals_in_a_message_does_not_matter(order: tuple[str, str]) -> None:
+    # t=0 crt 4.0 raises crt.abnormal and perfusion.inadequate; t=60 crt 2.0 + lactate 3.0:
+    # crt clears, lactate raises, perfusion stays raised on lactate alone, whatever the order
+    evaluator = Evaluator()
+    _send(evaluator, VITALS, {"ts": T0, "values": {"crt": 4.0}}, None)
+    both = {"crt": 2.0, "lactate": 3.0}
+    outcome = _send(evaluator, VITALS, {"ts": T0 + 60, "values": {k: both[k] for k in order}}, None)
+    events = [(a.rule, a.event, a.observed.get("failing")) for a in outcome.alerts]
+    assert events == [
+        ("crt.abnormal", "cleared", None),
+        ("lactate.high", "raised", None),
+        ("perfusion.inadequate", "updated", ["lactate.high"]),
+    ]
+    status = evaluator.status(WARD, BED)
+    assert status is not None
+    assert sorted(a.rule for a in status.active_alerts) == ["lactate.high", "perfusion.inadequate"]
