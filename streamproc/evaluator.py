@@ -199,7 +199,7 @@ class Evaluator:
         bed = self._beds.get((event.ward, event.bed))
         if bed is None:
             bed = self._bed(event.ward, event.bed)
-        arrival = self._accept(bed, event)
+        arrival = bed.clock = self._accept(bed, event)
         ts, values = event.ts, event.values
         rules = bed.rules
         out: list[AlertEventPayload] = []
@@ -265,6 +265,7 @@ class Evaluator:
     def _feed_artefact(self, event: ArtefactReading) -> list[AlertEventPayload]:
         self._check_future(event.ts, event.arrival)
         bed = self._bed(event.ward, event.bed)
+        bed.clock = event.ts if event.arrival is None else event.arrival
         bed.artefacts.add(event.ts, artefact=True)
         out: list[AlertEventPayload] = []
         bed.rules.artefact.check(bed, event.ts, event.signals, out)
@@ -376,6 +377,7 @@ class Evaluator:
         return out
 
     def _tick(self, bed: BedState, now: float, out: list[AlertEventPayload]) -> None:
+        bed.clock = now
         rules = bed.rules
         rules.signal_lost.tick(bed, now, out)
         rules.device_offline.tick(bed, now, out)

@@ -134,6 +134,7 @@ def raise_alert(
         message=message,
         onset=found.onset,
         at=at,
+        clock=bed.clock,
         observed=found.observed,
         target=found.target,
     )

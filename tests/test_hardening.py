@@ -195,3 +195,32 @@ def test_the_order_of_signals_in_a_message_does_not_matter(order: tuple[str, str
     status = evaluator.status(WARD, BED)
     assert status is not None
     assert sorted(a.rule for a in status.active_alerts) == ["lactate.high", "perfusion.inadequate"]
+
+
+# -- M3: escalation runs on the tick clock ----------------------------------------------------
+
+
+def test_a_backlog_alert_escalates_after_the_delay_on_the_tick_clock() -> None:
+    # a reading an hour old arrives at T0 (a backlog): lactate.high raised at T0 on the
+    # tick clock; it escalates after_s later, not at the first tick
+    evaluator = Evaluator()
+    after = evaluator.default_protocol.escalation.after_s
+    raised = _send(evaluator, VITALS, {"ts": T0 - 3600, "values": {"lactate": 3.1}}, T0)
+    assert ("lactate.high", "medium") in [(a.rule, a.priority) for a in raised.alerts]
+
+    def escalated(now: float) -> list[str]:
+        return [a.rule for a in evaluator.advance(now) if a.event == "escalated"]
+
+    assert "lactate.high" not in escalated(T0 + 1)
+    assert "lactate.high" not in escalated(T0 + after - 1)
+    assert "lactate.high" in escalated(T0 + after)
+
+
+def test_offline_escalation_still_counts_from_event_time() -> None:
+    evaluator = Evaluator()
+    after = evaluator.default_protocol.escalation.after_s
+    _send(evaluator, VITALS, {"ts": T0, "values": {"lactate": 3.1}}, None)
+    early = [(a.rule, a.event) for a in evaluator.advance(T0 + after - 1)]
+    assert ("lactate.high", "escalated") not in early
+    due = [(a.rule, a.event) for a in evaluator.advance(T0 + after)]
+    assert ("lactate.high", "escalated") in due
