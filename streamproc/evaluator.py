@@ -49,11 +49,14 @@ from streamproc.timestamps import format_ts
 from streamproc.waveform import WaveformState, derive_events
 from streamproc.windows import ArtefactWindow, DedupWindow
 
-__all__ = ["SNAPSHOT_VERSION", "Evaluator", "report_unexpected"]
+__all__ = ["DEFAULT_MAX_BEDS", "SNAPSHOT_VERSION", "Evaluator", "report_unexpected"]
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_VERSION: Final = 1
+#: Beds evaluated at once. streamproc choice: far above a gateway's wards (tens of beds
+#: each), low enough that a flood of made-up bed topics cannot exhaust memory.
+DEFAULT_MAX_BEDS: Final = 10_000
 _PRIORITIES: Final[tuple[Priority, ...]] = ("high", "medium", "low")
 _OVERDUE_PREFIX: Final = "assessment.overdue."
 
@@ -67,8 +70,10 @@ class Evaluator:
         default_protocol: str = "tartare2s-ttp",
         protocols: Mapping[str, Protocol] | None = None,
         future_skew: float = 5.0,
+        max_beds: int = DEFAULT_MAX_BEDS,
     ) -> None:
         self._extra: dict[str, Protocol] = dict(protocols or {})
+        self.max_beds = max_beds
         self._rulesets: dict[str, RuleSet] = {}
         self.future_skew = future_skew
         default = self._protocol(default_protocol)
@@ -125,9 +130,20 @@ class Evaluator:
     def _bed(self, ward: str, bed: str) -> BedState:
         state = self._beds.get((ward, bed))
         if state is None:
+            if len(self._beds) >= self.max_beds:
+                raise RejectedReading(
+                    "topic",
+                    f"bed {ward}/{bed} would be bed {len(self._beds) + 1}; the limit is "
+                    f"{self.max_beds} (max_beds): discharge beds or raise the limit",
+                )
             rules = self._rules(self.default_protocol)
             state = self._beds[ward, bed] = BedState(ward, bed, self.default_protocol, rules)
         return state
+
+    def _first_bed(self, event: Reading) -> BedState:
+        """The bed of a reading for a bed not known yet; a future reading creates none."""
+        self._check_future(event.ts, event.arrival)
+        return self._bed(event.ward, event.bed)
 
     def _check_future(self, ts: float, arrival: float | None) -> None:
         if arrival is not None and ts > arrival + self.future_skew:
@@ -198,7 +214,7 @@ class Evaluator:
         # The hot path (a few µs per reading): kept flat on purpose, see `streamproc bench`.
         bed = self._beds.get((event.ward, event.bed))
         if bed is None:
-            bed = self._bed(event.ward, event.bed)
+            bed = self._first_bed(event)
         arrival = bed.clock = self._accept(bed, event)
         ts, values = event.ts, event.values
         rules = bed.rules
@@ -278,8 +294,8 @@ class Evaluator:
         gives the same readings as live. A derived MAP older than a numeric MAP already
         evaluated for the bed is dropped: the monitor's own numeric came first.
         """
-        bed = self._bed(event.ward, event.bed)
         self._check_future(event.t0 + len(event.samples) / event.fs, event.arrival)
+        bed = self._bed(event.ward, event.bed)
         if bed.waveform is None:
             bed.waveform = WaveformState()
         self.waveform_chunks += 1
@@ -468,6 +484,7 @@ class Evaluator:
         *,
         protocols: Mapping[str, Protocol] | None = None,
         future_skew: float = 5.0,
+        max_beds: int = DEFAULT_MAX_BEDS,
     ) -> Evaluator:
         """An evaluator that continues exactly where ``snapshot()`` was taken."""
         if data.get("version") != SNAPSHOT_VERSION:
@@ -475,7 +492,10 @@ class Evaluator:
                 f"snapshot version {data.get('version')!r} is not {SNAPSHOT_VERSION}"
             )
         evaluator = cls(
-            default_protocol=data["default_protocol"], protocols=protocols, future_skew=future_skew
+            default_protocol=data["default_protocol"],
+            protocols=protocols,
+            future_skew=future_skew,
+            max_beds=max_beds,
         )
         evaluator.waveform_chunks = data["waveform_chunks"]
         evaluator.ignored_acks = data["ignored_acks"]

@@ -224,3 +224,35 @@ def test_offline_escalation_still_counts_from_event_time() -> None:
     assert ("lactate.high", "escalated") not in early
     due = [(a.rule, a.event) for a in evaluator.advance(T0 + after)]
     assert ("lactate.high", "escalated") in due
+
+
+# -- M7: beds are bounded, and a rejected reading creates none -------------------------------
+
+
+def test_a_future_reading_or_chunk_creates_no_bed() -> None:
+    evaluator = Evaluator()
+    _send(evaluator, VITALS, {"ts": T0 + 600, "values": {"map": 70.0}})
+    chunk = {"t0": T0 + 600, "fs": 125.0, "samples": [80.0]}
+    outcome = _send(evaluator, f"icu/{WARD}/{BED}/waveform/abp", chunk)
+    assert outcome.rejection is not None
+    assert outcome.rejection.reason == "future"
+    assert evaluator.beds() == []
+
+
+def test_beds_beyond_the_limit_are_rejected_until_one_is_discharged() -> None:
+    evaluator = Evaluator(max_beds=2)
+    reading = {"ts": T0, "values": {"map": 70.0}}
+    for bed in ("b1", "b2"):
+        assert _send(evaluator, f"icu/{WARD}/{bed}/vitals", reading).rejection is None
+    third = _send(evaluator, f"icu/{WARD}/b3/vitals", reading)
+    assert third.rejection is not None
+    assert third.rejection.reason == "topic"
+    assert "max_beds" in third.rejection.detail
+    assert _send(evaluator, f"icu/{WARD}/b3/context", {"patient": "p"}).rejection is not None
+    assert len(evaluator.beds()) == 2
+    later = {"ts": T0 + 1, "values": {"map": 70.0}}
+    assert _send(evaluator, f"icu/{WARD}/b1/vitals", later).rejection is None  # known beds go on
+    ingest(evaluator, f"icu/{WARD}/b2/context", b"", received=T0)  # discharge b2
+    assert _send(evaluator, f"icu/{WARD}/b3/vitals", later).rejection is None
+    restored = Evaluator.restore(evaluator.snapshot(), max_beds=2)
+    assert _send(restored, f"icu/{WARD}/b4/vitals", later).rejection is not None
