@@ -67,11 +67,15 @@ _NAME = r"[A-Za-z0-9_-]{1,64}"
 _TOPIC = re.compile(rf"icu/({_NAME})/({_NAME})/(vitals|waveform/abp|context|ack)")
 
 # Keys that betray a payload meant for another topic kind (design §3.5, reason `topic`).
+_FOREIGN_NAMES: Final = {
+    "vitals": frozenset({"samples", "alert_id", "protocol"}),
+    "waveform/abp": frozenset({"values", "alert_id", "protocol"}),
+    "context": frozenset({"values", "samples", "alert_id"}),
+    "ack": frozenset({"values", "samples", "protocol"}),
+}
 _FOREIGN_KEYS: Final = {
-    "vitals": re.compile(rb'"(samples|alert_id|protocol)"'),
-    "waveform/abp": re.compile(rb'"(values|alert_id|protocol)"'),
-    "context": re.compile(rb'"(values|samples|alert_id)"'),
-    "ack": re.compile(rb'"(values|samples|protocol)"'),
+    kind: re.compile(b'"(' + "|".join(sorted(names)).encode() + b')"')
+    for kind, names in _FOREIGN_NAMES.items()
 }
 
 
@@ -106,7 +110,6 @@ def decode(
 ) -> Event | Rejection:
     """Decode one MQTT message. ``received`` is the wall clock at arrival (``None`` offline)."""
     parts = _parse_topic_cached(topic)
-    ward, bed = (parts[0], parts[1]) if parts else (None, None)
     try:
         if len(payload) > max_bytes:
             raise _Reject("too_large", f"{len(payload)} bytes; the cap is {max_bytes}")
@@ -114,6 +117,7 @@ def decode(
             raise _Reject("topic", "not an inbound topic icu/{ward}/{bed}/{vitals|…}")
         return _decode_kind(parts, payload, received)
     except _Reject as rej:
+        ward, bed = (parts[0], parts[1]) if parts else (None, None)
         return Rejection(
             topic=topic,
             reason=rej.reason,
@@ -144,7 +148,11 @@ def _validate(model: type[_M], payload: bytes, kind: str) -> _M:
         parsed: _M = model.__pydantic_validator__.validate_json(payload)
     except ValidationError as exc:
         raise _schema_rejection(exc) from exc
-    _check_topic_matches(payload, kind)
+    extra = parsed.model_extra
+    # None of the foreign names is a field of the model, so a payload that carries one at
+    # the top has it among the extras: most messages have none and skip the byte search.
+    if extra and not _FOREIGN_NAMES[kind].isdisjoint(extra):
+        _check_topic_matches(payload, kind)
     return parsed
 
 
@@ -183,17 +191,19 @@ def _finite_time(value: float, field: str) -> float:
 
 
 def _reading(ward: str, bed: str, msg: ReadingPayload, received: float | None) -> Reading:
-    # The hot path of every reading: plain loops, no helper calls per value.
+    # The hot path of every reading: plain loops, no helper calls per value, and the lists
+    # of unknown and implausible names only made for a reading that has some.
     ts = msg.ts
     ts = _finite_time(ts if isinstance(ts, float) else to_epoch(ts), "ts")
     table = signal_table()
     units = msg.units
     values: dict[str, float] = {}
-    unknown: list[str] = []
-    implausible: list[str] = []
+    unknown: list[str] | None = None
+    implausible: list[str] | None = None
     for name, raw in msg.values.items():
         signal = table.get(name)
         if signal is None:
+            unknown = [] if unknown is None else unknown
             unknown.append(name)
             continue
         if not isfinite(raw):
@@ -205,13 +215,15 @@ def _reading(ward: str, bed: str, msg: ReadingPayload, received: float | None) -
                 raise _Reject("unit", f"{name} in {units[name]!r}: known are {signal.unit}")
             value = conversion.apply(raw)
         if not signal.low <= value <= signal.high:  # Signal.plausible, inlined
+            implausible = [] if implausible is None else implausible
             implausible.append(name)
         values[name] = value
-    if implausible:
+    if implausible is not None:
         rej = _Reject("implausible", _describe_implausible(implausible, values))
         rej.artefact = ArtefactReading(ward, bed, ts, tuple(implausible), arrival=received)
         raise rej
-    return Reading(ward, bed, ts, values, msg.device, msg.seq, received, tuple(unknown))
+    names = () if unknown is None else tuple(unknown)
+    return Reading(ward, bed, ts, values, msg.device, msg.seq, received, names)
 
 
 def _describe_implausible(names: Iterable[str], values: dict[str, float]) -> str:

@@ -47,7 +47,9 @@ AlertKind = Literal["physiological", "technical", "advisory"]
 AlertEventName = Literal["raised", "updated", "escalated", "acknowledged", "cleared", "latched"]
 AlertState = Literal["active", "acknowledged", "latched", "cleared"]
 
-_INBOUND = ConfigDict(extra="ignore", allow_inf_nan=True, frozen=True)
+#: Unknown keys are kept (``model_extra``) but never used, except by the codec to spot a
+#: payload meant for another topic kind without searching the raw bytes of every message.
+_INBOUND = ConfigDict(extra="allow", allow_inf_nan=True, frozen=True)
 _OUTBOUND = ConfigDict(extra="forbid", frozen=True)
 
 _Ident = Annotated[str, Field(min_length=1, max_length=128)]

@@ -320,6 +320,19 @@ class SkinColdRule(ReadingRule):
         super().__init__(name, spec, protocol)
         self.onset_s, self.clear_s, self.max_gap_s = spec.onset_s, spec.clear_s, spec.max_gap_s
 
+    def check(self, bed: BedState, ts: float, out: Out) -> None:
+        # fast path (most skin readings): idle, no reference probe ever seen, so only the
+        # absolute fallback applies, and the skin is warm enough for it
+        latest = bed.latest
+        if (
+            "core_temp" not in latest
+            and "skin_temp_ref" not in latest
+            and self.name not in bed.trackers
+            and latest["skin_temp"][0] >= self.spec.fallback_skin_below
+        ):
+            return
+        super().check(bed, ts, out)
+
     def _gradients(self, bed: BedState, ts: float) -> dict[str, float]:
         """Gradients to the reference probes that are fresh at ``ts``: name → °C."""
         skin = bed.latest["skin_temp"][0]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from functools import cache
+from math import floor
 from typing import Any, Final
 
 __all__ = [
@@ -195,7 +197,7 @@ class ArtefactWindow:
 
     def _bucket(self, ts: float) -> int | None:
         """The bucket of ``ts``'s second, after moving the window on; None if too old."""
-        second = int(ts // 1)
+        second = floor(ts)
         head = self.head
         size = len(self.clean)
         if head is None:  # the first reading: every bucket is empty
@@ -225,7 +227,7 @@ class ArtefactWindow:
 
     def add_clean(self, ts: float) -> None:
         """A clean reading at ``ts`` (the hot path: the newest second, or the next one)."""
-        second = int(ts // 1)
+        second = floor(ts)  # not int(ts // 1): float floor division costs an fmod
         head = self.head
         if head is not None:
             if second == head:
@@ -235,8 +237,10 @@ class ArtefactWindow:
             if second == head + 1:  # one second on: the oldest bucket leaves the window
                 clean, index = self.clean, second % self.size
                 self.total_clean += 1 - clean[index]
-                self.total_artefacts -= self.artefacts[index]
-                clean[index], self.artefacts[index] = 1, 0
+                clean[index] = 1
+                if self.total_artefacts:  # else every artefact bucket is 0: leave them cold
+                    self.total_artefacts -= self.artefacts[index]
+                    self.artefacts[index] = 0
                 self.head = second
                 return
         self.add(ts, artefact=False)
@@ -303,7 +307,7 @@ class DedupWindow:
 
     def __init__(self, width: int) -> None:
         self.width = width
-        self.full = (1 << width) - 1
+        self.full = _all_ones(width)
         self.newest = -1
         self.mask = 0  # bit i set ⇔ newest − i was seen
         self.newest_ts = -math.inf  # the newest event time recorded
@@ -341,3 +345,10 @@ class DedupWindow:
         if len(data) > 3 and data[3] is not None:  # absent in older snapshots
             window.newest_ts = data[3]
         return window
+
+
+@cache
+def _all_ones(width: int) -> int:
+    """One shared ``width``-bit mask for every device's window: a 1,024-bit integer per
+    device would be one more cold object for each reading of a large ward to load."""
+    return (1 << width) - 1

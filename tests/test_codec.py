@@ -8,7 +8,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamproc.codec import DEFAULT_MAX_PAYLOAD, decode, encode_rejection
+from streamproc.codec import (
+    DEFAULT_MAX_PAYLOAD,
+    _check_topic_matches,
+    _Reject,
+    decode,
+    encode_rejection,
+)
 from streamproc.events import Ack, ContextUpdate, Reading, Rejection, WaveformChunk
 
 VITALS = "icu/w1/b07/vitals"
@@ -195,3 +201,36 @@ _json_values = st.recursive(
 )
 def test_decode_never_raises_on_json_objects(topic: str, body: dict[str, object]) -> None:
     decode(topic, json.dumps(body).encode())
+
+
+_VALID_BODIES = {
+    VITALS: {"ts": 1795608000, "device": "samples", "values": {"map": 60, "protocol": 1}},
+    "icu/w/b/waveform/abp": {"t0": 1795608000, "fs": 125, "samples": [80.0, 81.0]},
+    "icu/w/b/context": {"patient": "values", "protocol": "tartare2s-ttp"},
+    "icu/w/b/ack": {"alert_id": "a1", "by": "samples"},
+}
+
+
+@given(
+    topic=st.sampled_from(sorted(_VALID_BODIES)),
+    extra=st.dictionaries(
+        st.sampled_from(["values", "samples", "alert_id", "protocol", "note", "sam\\u0070les"]),
+        st.sampled_from([1, "values", None]),
+        max_size=3,
+    ),
+)
+def test_topic_check_agrees_with_a_search_of_the_bytes(
+    topic: str, extra: dict[str, object]
+) -> None:
+    """The codec looks for foreign keys among the model's extras first; the verdict must be
+    the one a search of every payload's bytes gives (even for a key spelled with escapes)."""
+    body = json.dumps({**extra, **_VALID_BODIES[topic]}).replace("\\\\u", "\\u").encode()
+    kind = topic.split("/", 3)[3]
+    try:
+        _check_topic_matches(body, kind)
+        expected = None
+    except _Reject as rejected:
+        expected = rejected.detail
+    decoded = decode(topic, body)
+    topic_rejection = decoded.detail if isinstance(decoded, Rejection) else None
+    assert topic_rejection == expected

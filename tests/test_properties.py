@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+from unittest.mock import patch
 
 from bedside import BED, T0, WARD
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +16,7 @@ from streamproc.errors import RejectedReading
 from streamproc.evaluator import Evaluator
 from streamproc.events import Ack, BedContext, ContextUpdate, Reading
 from streamproc.models import dump
+from streamproc.rules import ReadingRule, SkinColdRule
 
 Step = tuple[str, float, float]  # (kind, seconds to wait before it, value)
 
@@ -168,3 +171,29 @@ def test_quiet_ranges_change_nothing_but_cost(steps: list[Step]) -> None:
     judged = Driver(evaluator)
     judged.play(steps)
     assert judged.output == _run(steps)
+
+
+_SKIN_STEP = st.one_of(
+    st.tuples(st.just("skin_temp"), _WAIT, st.floats(25.0, 37.0)),
+    st.tuples(st.just("core_temp"), _WAIT, st.floats(35.0, 39.0)),
+    st.tuples(st.just("skin_temp_ref"), _WAIT, st.floats(28.0, 37.0)),
+    st.tuples(st.just("map"), _WAIT, st.floats(20.0, 120.0)),
+    st.tuples(st.just("tick"), _WAIT, st.just(0.0)),
+    st.tuples(st.just("context"), st.just(0.0), st.sampled_from([0.0, 1.0, 2.0, 3.0])),
+)
+
+
+@_SETTINGS
+@given(st.lists(_SKIN_STEP, max_size=120))
+def test_skin_cold_fast_path_changes_nothing_but_cost(steps: list[Step]) -> None:
+    """Skipping skin.cold for a warm idle bed without reference probes gives the same alerts
+    and the same state (a pending onset shows in the snapshot long before it raises)."""
+    with patch.object(SkinColdRule, "check", ReadingRule.check):
+        judged = _run_and_snapshot(steps)
+    assert judged == _run_and_snapshot(steps)
+
+
+def _run_and_snapshot(steps: Sequence[Step]) -> tuple[list[bytes], dict[str, Any]]:
+    driver = Driver(Evaluator())
+    driver.play(steps)
+    return driver.output, driver.evaluator.snapshot()
