@@ -347,6 +347,8 @@ class SkinColdRule(ReadingRule):
         if "skin_temp" not in bed.latest:
             return False, True
         spec, margin = self.spec, self.spec.clear_margin
+        if ts - bed.latest["skin_temp"][1] > spec.reference_max_age_s:
+            return False, False  # a stale skin temperature (probe off) is no evidence
         gradients = self._gradients(bed, ts)
         if not gradients:
             skin = bed.latest["skin_temp"][0]

@@ -256,3 +256,29 @@ def test_beds_beyond_the_limit_are_rejected_until_one_is_discharged() -> None:
     assert _send(evaluator, f"icu/{WARD}/b3/vitals", later).rejection is None
     restored = Evaluator.restore(evaluator.snapshot(), max_beds=2)
     assert _send(restored, f"icu/{WARD}/b4/vitals", later).rejection is not None
+
+
+# -- M5: skin.cold needs a fresh skin temperature -----------------------------------------------
+
+
+def _skin_cold_events(skin_every: int | None) -> list[tuple[str, str]]:
+    # skin 29 °C at t=0 (core − skin 8 °C ≥ 7), core 37 °C every 5 s for 1000 s; skin again
+    # every `skin_every` s, or never (the probe fell off)
+    evaluator = Evaluator()
+    events = []
+    _send(evaluator, VITALS, {"ts": T0, "values": {"skin_temp": 29.0}}, None)
+    for t in range(5, 1000, 5):
+        values = {"core_temp": 37.0}
+        if skin_every is not None and t % skin_every == 0:
+            values["skin_temp"] = 29.0
+        outcome = _send(evaluator, VITALS, {"ts": T0 + t, "values": values}, None)
+        events += [(a.rule, a.event) for a in outcome.alerts]
+    return [e for e in events if e[0] == "skin.cold"]
+
+
+def test_skin_cold_is_not_judged_on_a_stale_skin_temperature() -> None:
+    assert _skin_cold_events(None) == []
+
+
+def test_skin_cold_with_a_fresh_skin_temperature_still_raises() -> None:
+    assert _skin_cold_events(10) == [("skin.cold", "raised")]
