@@ -483,16 +483,22 @@ class Evaluator:
         data: Mapping[str, Any],
         *,
         protocols: Mapping[str, Protocol] | None = None,
+        default_protocol: str | None = None,
         future_skew: float = 5.0,
         max_beds: int = DEFAULT_MAX_BEDS,
     ) -> Evaluator:
-        """An evaluator that continues exactly where ``snapshot()`` was taken."""
+        """An evaluator that continues exactly where ``snapshot()`` was taken.
+
+        ``default_protocol`` (the snapshot's when None) is the one configured now: beds
+        without a context move to it, as if it had been the default all along; alerts of
+        rules it does not have are cleared (logged, like a context's protocol switch).
+        """
         if data.get("version") != SNAPSHOT_VERSION:
             raise ProtocolError(
                 f"snapshot version {data.get('version')!r} is not {SNAPSHOT_VERSION}"
             )
         evaluator = cls(
-            default_protocol=data["default_protocol"],
+            default_protocol=default_protocol or data["default_protocol"],
             protocols=protocols,
             future_skew=future_skew,
             max_beds=max_beds,
@@ -507,6 +513,15 @@ class Evaluator:
                 )
             bed = BedState.restore(raw, protocol, evaluator._rules(protocol))
             evaluator._beds[bed.ward, bed.bed] = bed
+            if bed.context is None and protocol is not evaluator.default_protocol:
+                for event in evaluator._switch_protocol(bed, evaluator.default_protocol, None):
+                    logger.warning(
+                        "restore: %s/%s follows the default protocol %s now; %s cleared",
+                        bed.ward,
+                        bed.bed,
+                        evaluator.default_protocol.name,
+                        event.rule,
+                    )
         return evaluator
 
 

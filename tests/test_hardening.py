@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 from bedside import BED, T0, WARD
 
+from streamproc.checkpoint import CheckpointStore
 from streamproc.evaluator import Evaluator
 from streamproc.events import BedContext, ContextUpdate, Reading
 from streamproc.ingest import ingest
+from streamproc.service import _evaluator as service_evaluator
+from streamproc.settings import Settings
 from streamproc.timestamps import format_ts
 from streamproc.windows import DedupWindow
 
@@ -282,3 +286,29 @@ def test_skin_cold_is_not_judged_on_a_stale_skin_temperature() -> None:
 
 def test_skin_cold_with_a_fresh_skin_temperature_still_raises() -> None:
     assert _skin_cold_events(10) == [("skin.cold", "raised")]
+
+
+# -- M8: a restored checkpoint follows the configured default protocol -------------------------
+
+
+def test_a_restored_checkpoint_follows_the_configured_default_protocol(tmp_path: Path) -> None:
+    # b1 has no context (default protocol), b2 names tartare2s-ttp in its context; the
+    # service restarts configured with tartare2s-sc as the default
+    before = Evaluator(default_protocol="tartare2s-ttp")
+    before.feed(Reading(WARD, "b1", T0, {"map": 70.0}))
+    before.feed(ContextUpdate(WARD, "b2", BedContext(protocol="tartare2s-ttp")))
+    store = CheckpointStore(tmp_path / "checkpoint.json")
+    store.save(before.snapshot())
+    settings = Settings(protocol="tartare2s-sc", state_dir=tmp_path)
+    after = service_evaluator(settings, store)
+    assert after.default_protocol.name == "tartare2s-sc"
+    protocols = {}
+    for bed in ("b1", "b2"):
+        status = after.status(WARD, bed)
+        assert status is not None
+        protocols[bed] = status.protocol
+    assert protocols == {"b1": "tartare2s-sc", "b2": "tartare2s-ttp"}
+    after.feed(Reading(WARD, "b3", T0, {"map": 70.0}))
+    status = after.status(WARD, "b3")
+    assert status is not None
+    assert status.protocol == "tartare2s-sc"
