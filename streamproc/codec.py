@@ -240,6 +240,14 @@ def _waveform(ward: str, bed: str, msg: WaveformPayload, received: float | None)
         raise _Reject("non_finite", "samples hold NaN or Infinity")
     if not math.isfinite(msg.fs):
         raise _Reject("non_finite", "fs is not a finite number")
+    limits = wire_limits()
+    if not limits.fs_min <= msg.fs <= limits.fs_max:
+        raise _Reject(
+            "schema", f"fs {msg.fs:g} Hz is outside {limits.fs_min:g}–{limits.fs_max:g} Hz"
+        )
+    if len(msg.samples) / msg.fs > limits.max_chunk_s:
+        span = len(msg.samples) / msg.fs
+        raise _Reject("schema", f"the chunk spans {span:g} s; at most {limits.max_chunk_s:g} s")
     conversion = signal_table()["map"].converter(msg.unit)
     if conversion is None:
         raise _Reject("unit", f"ABP in {msg.unit!r}: use mmHg or kPa")

@@ -15,6 +15,9 @@ __all__ = ["WireLimits", "wire_limits"]
 class WireLimits:
     earliest: float  # epoch seconds: the earliest time a message may carry
     latest: float  # epoch seconds: the latest time a message may carry
+    fs_min: float  # Hz: the lowest sampling rate of a waveform chunk
+    fs_max: float  # Hz: the highest
+    max_chunk_s: float  # seconds: the longest span of one waveform chunk
 
 
 @cache
@@ -24,4 +27,11 @@ def wire_limits() -> WireLimits:
     raw = tomllib.loads(text)
     earliest: datetime = raw["time"]["earliest"]
     latest: datetime = raw["time"]["latest"]
-    return WireLimits(earliest=earliest.timestamp(), latest=latest.timestamp())
+    waveform = raw["waveform"]
+    return WireLimits(
+        earliest=earliest.timestamp(),
+        latest=latest.timestamp(),
+        fs_min=float(waveform["fs_min"]),
+        fs_max=float(waveform["fs_max"]),
+        max_chunk_s=float(waveform["max_chunk_s"]),
+    )

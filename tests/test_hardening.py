@@ -312,3 +312,29 @@ def test_a_restored_checkpoint_follows_the_configured_default_protocol(tmp_path:
     status = after.status(WARD, "b3")
     assert status is not None
     assert status.protocol == "tartare2s-sc"
+
+
+# -- M1: a waveform chunk's rate and span are bounded ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fs", "samples", "words"),
+    [(2 / 1e7, 2, "fs"), (0.5, 2, "fs"), (5000.0, 2, "fs"), (1.0, 601, "spans")],
+)
+def test_a_waveform_chunk_with_an_absurd_rate_or_span_is_rejected(
+    fs: float, samples: int, words: str
+) -> None:
+    evaluator = Evaluator()
+    chunk = {"t0": T0 - 700, "fs": fs, "samples": [80.0] * samples}
+    outcome = _send(evaluator, f"icu/{WARD}/{BED}/waveform/abp", chunk)
+    assert outcome.rejection is not None
+    assert outcome.rejection.reason == "schema"
+    assert words in outcome.rejection.detail
+    assert evaluator.waveform_chunks == 0
+
+
+def test_a_waveform_chunk_at_the_limits_is_taken() -> None:
+    evaluator = Evaluator()
+    for t0, fs, n in ((T0 - 700, 1.0, 600), (T0 - 50, 2000.0, 2000)):
+        chunk = {"t0": t0, "fs": fs, "samples": [80.0] * n}
+        assert _send(evaluator, f"icu/{WARD}/{BED}/waveform/abp", chunk).rejection is None
