@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+from importlib import resources
 from pathlib import Path
 
 import pytest
 from bedside import BED, T0, WARD
 
 from streamproc.checkpoint import CheckpointStore
+from streamproc.errors import ProtocolError
 from streamproc.evaluator import Evaluator
 from streamproc.events import BedContext, ContextUpdate, Reading
 from streamproc.ingest import ingest
+from streamproc.protocol import parse_protocol
 from streamproc.service import _evaluator as service_evaluator
 from streamproc.settings import Settings
 from streamproc.timestamps import format_ts
@@ -338,3 +341,17 @@ def test_a_waveform_chunk_at_the_limits_is_taken() -> None:
     for t0, fs, n in ((T0 - 700, 1.0, 600), (T0 - 50, 2000.0, 2000)):
         chunk = {"t0": t0, "fs": fs, "samples": [80.0] * n}
         assert _send(evaluator, f"icu/{WARD}/{BED}/waveform/abp", chunk).rejection is None
+
+
+# -- L3: an artefact window shorter than a second does not validate -----------------------------
+
+
+def test_an_artefact_window_under_a_second_is_a_protocol_error() -> None:
+    text = (
+        resources.files("streamproc.presets")
+        .joinpath("tartare2s-ttp.toml")
+        .read_text("utf-8")
+        .replace("window_s = 60.0 ", "window_s = 0.5 ")
+    )
+    with pytest.raises(ProtocolError, match=r"signal\.artefact\.window_s"):
+        parse_protocol(text, where="halfsec.toml")
