@@ -114,6 +114,8 @@ class SustainedSpec(RuleSpec):
     signal: str
     low: float | None = None
     high: float | None = None
+    #: the target is "> low": ``low`` itself is a breach too
+    low_inclusive: bool = False
     clear_margin: Annotated[float, Field(ge=0)] = 0.0
     onset_s: Seconds
     clear_s: Seconds

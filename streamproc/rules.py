@@ -160,6 +160,8 @@ class SustainedRule(ReadingRule):
         self.signal = spec.signal
         self.triggers = frozenset({spec.signal})
         self.low = -_INF if spec.low is None else spec.low
+        if spec.low_inclusive:  # "> low": the next float up is the lowest value in target
+            self.low = math.nextafter(self.low, _INF)
         self.high = _INF if spec.high is None else spec.high
         self.clear_low = self.low + spec.clear_margin
         self.clear_high = self.high - spec.clear_margin

@@ -355,3 +355,17 @@ def test_an_artefact_window_under_a_second_is_a_protocol_error() -> None:
     )
     with pytest.raises(ProtocolError, match=r"signal\.artefact\.window_s"):
         parse_protocol(text, where="halfsec.toml")
+
+
+# -- L2: SvO2 exactly 65 % misses the target "> 65 %" ------------------------------------------
+
+
+@pytest.mark.parametrize(("svo2", "raised"), [(65.0, True), (65.1, False), (64.9, True)])
+def test_svo2_at_65_is_below_the_target(svo2: float, raised: bool) -> None:
+    # svo2 every 60 s for 15 min (onset 10 min)
+    evaluator = Evaluator()
+    events = []
+    for t in range(0, 901, 60):
+        outcome = _send(evaluator, VITALS, {"ts": T0 + t, "values": {"svo2": svo2}}, None)
+        events += [(a.rule, a.event) for a in outcome.alerts]
+    assert (("svo2.low", "raised") in events) is raised
