@@ -156,10 +156,15 @@ class AlertBook:
         message: str,
         onset: float,
         at: float,
+        clock: float,
         observed: dict[str, Any],
         target: dict[str, Any],
     ) -> AlertEventPayload:
-        """The condition of ``rule`` has held for its onset delay: raise (or re-activate)."""
+        """The condition of ``rule`` has held for its onset delay: raise (or re-activate).
+
+        ``at`` is the event time of the alert event; ``clock`` the tick clock at that moment
+        (escalation counts from it, since ticks run on that clock).
+        """
         current = self.alerts.get(rule)
         if current is not None:  # latched, and the condition is back
             current.state, current.observed, current.target = "active", observed, target
@@ -168,7 +173,7 @@ class AlertBook:
             rule=rule,
             alert_id=alert_id(head.ward, head.bed, rule, onset),
             onset=onset,
-            raised_at=at,
+            raised_at=clock,
             state="active",
             priority=spec.priority,
             kind=spec.kind,

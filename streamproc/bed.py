@@ -30,6 +30,7 @@ class BedState:
         "arrivals",
         "artefacts",
         "bed",
+        "clock",
         "context",
         "first_ts",
         "latest",
@@ -71,6 +72,9 @@ class BedState:
         self.overdue_next: float | None = None
         #: cache: no clock rule can fire before this time (None: run them at the next tick)
         self.tick_due: float | None = None
+        #: the tick clock of what is being evaluated (a message's arrival, offline its event
+        #: time; a tick's now): when an alert raised now was raised, for escalation
+        self.clock = 0.0
 
     def header(self) -> Header:
         patient = None if self.context is None else self.context.patient

@@ -33,6 +33,7 @@ from streamproc.events import (
     Rejection,
     WaveformChunk,
 )
+from streamproc.limits import wire_limits
 from streamproc.models import (
     AckPayload,
     ContextPayload,
@@ -177,9 +178,16 @@ def _check_topic_matches(payload: bytes, kind: str) -> None:
 
 
 def _finite_time(value: float, field: str) -> float:
+    """``value`` if it lies in the window of ``presets/wire/limits.toml``, else a rejection."""
+    limits = wire_limits()
+    if limits.earliest <= value <= limits.latest:
+        return value
     if not math.isfinite(value):
         raise _Reject("non_finite", f"{field} is not a finite number")
-    return value
+    window = f"{format_ts(limits.earliest)[:10]}–{format_ts(limits.latest)[:10]}"
+    if limits.earliest * 1000 <= value <= limits.latest * 1000:
+        raise _Reject("schema", f"{field} {value:.4g} looks like milliseconds: send epoch seconds")
+    raise _Reject("schema", f"{field} {value:.4g} is outside {window}")
 
 
 def _reading(ward: str, bed: str, msg: ReadingPayload, received: float | None) -> Reading:
@@ -232,6 +240,14 @@ def _waveform(ward: str, bed: str, msg: WaveformPayload, received: float | None)
         raise _Reject("non_finite", "samples hold NaN or Infinity")
     if not math.isfinite(msg.fs):
         raise _Reject("non_finite", "fs is not a finite number")
+    limits = wire_limits()
+    if not limits.fs_min <= msg.fs <= limits.fs_max:
+        raise _Reject(
+            "schema", f"fs {msg.fs:g} Hz is outside {limits.fs_min:g}–{limits.fs_max:g} Hz"
+        )
+    if len(msg.samples) / msg.fs > limits.max_chunk_s:
+        span = len(msg.samples) / msg.fs
+        raise _Reject("schema", f"the chunk spans {span:g} s; at most {limits.max_chunk_s:g} s")
     conversion = signal_table()["map"].converter(msg.unit)
     if conversion is None:
         raise _Reject("unit", f"ABP in {msg.unit!r}: use mmHg or kPa")

@@ -13,7 +13,8 @@ Order and rejection (design §5), checked in this order for a reading:
 
 * ``future``: ``ts > arrival + future_skew``; only live, where ``arrival`` is known.
 * ``duplicate``: a ``(device, seq)`` already accepted for the bed (a bounded window of
-  1,024 numbers per device, :class:`~streamproc.windows.DedupWindow`).
+  1,024 numbers per device, :class:`~streamproc.windows.DedupWindow`), unless its ``ts`` is
+  newer than any of the device's: then the device restarted its numbering (a reboot).
 * ``late``: for any of its signals, ``ts`` is not newer than the newest reading of that
   signal already evaluated for the bed. *Equal* timestamps are late too: a second value for
   an instant already judged would be counted twice. One late signal rejects the message.
@@ -48,11 +49,14 @@ from streamproc.timestamps import format_ts
 from streamproc.waveform import WaveformState, derive_events
 from streamproc.windows import ArtefactWindow, DedupWindow
 
-__all__ = ["SNAPSHOT_VERSION", "Evaluator"]
+__all__ = ["DEFAULT_MAX_BEDS", "SNAPSHOT_VERSION", "Evaluator", "report_unexpected"]
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_VERSION: Final = 1
+#: Beds evaluated at once. streamproc choice: far above a gateway's wards (tens of beds
+#: each), low enough that a flood of made-up bed topics cannot exhaust memory.
+DEFAULT_MAX_BEDS: Final = 10_000
 _PRIORITIES: Final[tuple[Priority, ...]] = ("high", "medium", "low")
 _OVERDUE_PREFIX: Final = "assessment.overdue."
 
@@ -66,8 +70,10 @@ class Evaluator:
         default_protocol: str = "tartare2s-ttp",
         protocols: Mapping[str, Protocol] | None = None,
         future_skew: float = 5.0,
+        max_beds: int = DEFAULT_MAX_BEDS,
     ) -> None:
         self._extra: dict[str, Protocol] = dict(protocols or {})
+        self.max_beds = max_beds
         self._rulesets: dict[str, RuleSet] = {}
         self.future_skew = future_skew
         default = self._protocol(default_protocol)
@@ -124,9 +130,20 @@ class Evaluator:
     def _bed(self, ward: str, bed: str) -> BedState:
         state = self._beds.get((ward, bed))
         if state is None:
+            if len(self._beds) >= self.max_beds:
+                raise RejectedReading(
+                    "topic",
+                    f"bed {ward}/{bed} would be bed {len(self._beds) + 1}; the limit is "
+                    f"{self.max_beds} (max_beds): discharge beds or raise the limit",
+                )
             rules = self._rules(self.default_protocol)
             state = self._beds[ward, bed] = BedState(ward, bed, self.default_protocol, rules)
         return state
+
+    def _first_bed(self, event: Reading) -> BedState:
+        """The bed of a reading for a bed not known yet; a future reading creates none."""
+        self._check_future(event.ts, event.arrival)
+        return self._bed(event.ward, event.bed)
 
     def _check_future(self, ts: float, arrival: float | None) -> None:
         if arrival is not None and ts > arrival + self.future_skew:
@@ -155,7 +172,7 @@ class Evaluator:
         seen = None
         if device is not None and seq is not None:
             seen = bed.seen.get(device)
-            if seen is not None and seen.seen(seq):
+            if seen is not None and seen.seen(seq) and not seen.restarted(ts):
                 raise RejectedReading("duplicate", f"device {device} seq {seq} already seen")
         latest = bed.latest
         for signal in event.values:  # equal time counts as late: module docstring
@@ -171,12 +188,18 @@ class Evaluator:
         if context is not None and bed.trial_start is None and context.map_trial_until is not None:
             bed.trial_start = ts  # protocol.py: the trial starts with its first reading
         if device is not None:
-            self._note_device(bed, device, arrival, seq, seen)
+            self._note_device(bed, device, arrival, seq, seen, ts=ts)
         return arrival
 
     @staticmethod
     def _note_device(
-        bed: BedState, device: str, arrival: float, seq: int | None, seen: DedupWindow | None
+        bed: BedState,
+        device: str,
+        arrival: float,
+        seq: int | None,
+        seen: DedupWindow | None,
+        *,
+        ts: float,
     ) -> None:
         arrivals = bed.arrivals
         if device not in arrivals:
@@ -185,14 +208,14 @@ class Evaluator:
         if seq is not None:
             if seen is None:
                 seen = bed.seen[device] = DedupWindow(DEDUP_WIDTH)
-            seen.record(seq)
+            seen.record(seq, ts)
 
     def _feed_reading(self, event: Reading) -> list[AlertEventPayload]:
         # The hot path (a few µs per reading): kept flat on purpose, see `streamproc bench`.
         bed = self._beds.get((event.ward, event.bed))
         if bed is None:
-            bed = self._bed(event.ward, event.bed)
-        arrival = self._accept(bed, event)
+            bed = self._first_bed(event)
+        arrival = bed.clock = self._accept(bed, event)
         ts, values = event.ts, event.values
         rules = bed.rules
         out: list[AlertEventPayload] = []
@@ -248,17 +271,17 @@ class Evaluator:
     def _judge(
         bed: BedState, rules: RuleSet, values: Mapping[str, float], ts: float, out: list[Any]
     ) -> None:
-        by_signal = rules.by_signal
-        done: set[str] = set()  # a rule triggered by several signals runs once
-        for signal in values:
-            for rule in by_signal.get(signal, ()):
-                if rule.name not in done:
-                    done.add(rule.name)
-                    rule.check(bed, ts, out)
+        # Every rule the message triggers, once, in the protocol's order: the composite
+        # perfusion rule last, after its components have seen the message (not in the
+        # order of the JSON keys).
+        for rule in rules.reading_rules.values():
+            if not rule.triggers.isdisjoint(values):
+                rule.check(bed, ts, out)
 
     def _feed_artefact(self, event: ArtefactReading) -> list[AlertEventPayload]:
         self._check_future(event.ts, event.arrival)
         bed = self._bed(event.ward, event.bed)
+        bed.clock = event.ts if event.arrival is None else event.arrival
         bed.artefacts.add(event.ts, artefact=True)
         out: list[AlertEventPayload] = []
         bed.rules.artefact.check(bed, event.ts, event.signals, out)
@@ -271,8 +294,8 @@ class Evaluator:
         gives the same readings as live. A derived MAP older than a numeric MAP already
         evaluated for the bed is dropped: the monitor's own numeric came first.
         """
-        bed = self._bed(event.ward, event.bed)
         self._check_future(event.t0 + len(event.samples) / event.fs, event.arrival)
+        bed = self._bed(event.ward, event.bed)
         if bed.waveform is None:
             bed.waveform = WaveformState()
         self.waveform_chunks += 1
@@ -363,15 +386,22 @@ class Evaluator:
             due = bed.tick_due
             if due is not None and now < due:
                 continue
-            rules = bed.rules
-            rules.signal_lost.tick(bed, now, out)
-            rules.device_offline.tick(bed, now, out)
-            if rules.assessment is not None:
-                rules.assessment.tick(bed, now, out)
-            if bed.alerts.alerts:
-                out.extend(bed.alerts.escalate(bed.header(), now, bed.protocol.escalation))
-            bed.tick_due = self._next_tick(bed, rules)
+            try:
+                self._tick(bed, now, out)
+            except Exception as exc:  # one bed's bug must not stop the others
+                report_unexpected("a bed's tick", f"{bed.ward}/{bed.bed}", exc)
         return out
+
+    def _tick(self, bed: BedState, now: float, out: list[AlertEventPayload]) -> None:
+        bed.clock = now
+        rules = bed.rules
+        rules.signal_lost.tick(bed, now, out)
+        rules.device_offline.tick(bed, now, out)
+        if rules.assessment is not None:
+            rules.assessment.tick(bed, now, out)
+        if bed.alerts.alerts:
+            out.extend(bed.alerts.escalate(bed.header(), now, bed.protocol.escalation))
+        bed.tick_due = self._next_tick(bed, rules)
 
     @staticmethod
     def _next_tick(bed: BedState, rules: RuleSet) -> float | None:
@@ -453,15 +483,25 @@ class Evaluator:
         data: Mapping[str, Any],
         *,
         protocols: Mapping[str, Protocol] | None = None,
+        default_protocol: str | None = None,
         future_skew: float = 5.0,
+        max_beds: int = DEFAULT_MAX_BEDS,
     ) -> Evaluator:
-        """An evaluator that continues exactly where ``snapshot()`` was taken."""
+        """An evaluator that continues exactly where ``snapshot()`` was taken.
+
+        ``default_protocol`` (the snapshot's when None) is the one configured now: beds
+        without a context move to it, as if it had been the default all along; alerts of
+        rules it does not have are cleared (logged, like a context's protocol switch).
+        """
         if data.get("version") != SNAPSHOT_VERSION:
             raise ProtocolError(
                 f"snapshot version {data.get('version')!r} is not {SNAPSHOT_VERSION}"
             )
         evaluator = cls(
-            default_protocol=data["default_protocol"], protocols=protocols, future_skew=future_skew
+            default_protocol=default_protocol or data["default_protocol"],
+            protocols=protocols,
+            future_skew=future_skew,
+            max_beds=max_beds,
         )
         evaluator.waveform_chunks = data["waveform_chunks"]
         evaluator.ignored_acks = data["ignored_acks"]
@@ -473,7 +513,33 @@ class Evaluator:
                 )
             bed = BedState.restore(raw, protocol, evaluator._rules(protocol))
             evaluator._beds[bed.ward, bed.bed] = bed
+            if bed.context is None and protocol is not evaluator.default_protocol:
+                for event in evaluator._switch_protocol(bed, evaluator.default_protocol, None):
+                    logger.warning(
+                        "restore: %s/%s follows the default protocol %s now; %s cleared",
+                        bed.ward,
+                        bed.bed,
+                        evaluator.default_protocol.name,
+                        event.rule,
+                    )
         return evaluator
+
+
+#: the kinds of bug already logged with their traceback (see :func:`report_unexpected`)
+_reported: set[tuple[str, str]] = set()
+
+
+def report_unexpected(where: str, subject: str, exc: Exception) -> None:
+    """Log a bug met in ``where`` (about ``subject``) at ERROR; the traceback once per kind.
+
+    The caller goes on: a message becomes a rejection, a bed's tick is skipped.
+    """
+    kind = (where, type(exc).__name__)
+    if kind in _reported:
+        logger.error("%s failed again for %s: %s: %s", where, subject, type(exc).__name__, exc)
+        return
+    _reported.add(kind)
+    logger.error("%s failed for %s; going on", where, subject, exc_info=exc)
 
 
 def _event_time(bed: BedState, arrival: float | None) -> float:

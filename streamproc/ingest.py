@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from streamproc.codec import DEFAULT_MAX_PAYLOAD, REJECTED_PAYLOAD_BYTES, decode
-from streamproc.errors import RejectedReading
-from streamproc.evaluator import Evaluator
+from streamproc.errors import RejectedReading, RejectionReason
+from streamproc.evaluator import Evaluator, report_unexpected
 from streamproc.events import Event, Rejection
 from streamproc.models import AlertEventPayload
 
@@ -53,13 +53,21 @@ def feed_decoded(
     try:
         alerts = evaluator.feed(decoded)
     except RejectedReading as exc:
-        ward = getattr(decoded, "ward", None)
-        bed = getattr(decoded, "bed", None)
-        rejection = Rejection(
-            topic, exc.reason, exc.detail, payload[:REJECTED_PAYLOAD_BYTES], ward, bed
-        )
-        return Outcome(decoded, rejection, [])
+        return _rejected(topic, payload, decoded, exc.reason, exc.detail)
+    except Exception as exc:  # a bug must not kill the service nor redeliver
+        report_unexpected("evaluating a message", topic, exc)
+        detail = f"could not be evaluated ({type(exc).__name__}); see the service log"
+        return _rejected(topic, payload, decoded, "schema", detail)
     return Outcome(decoded, None, alerts)
+
+
+def _rejected(
+    topic: str, payload: bytes, decoded: Event, reason: RejectionReason, detail: str
+) -> Outcome:
+    ward = getattr(decoded, "ward", None)
+    bed = getattr(decoded, "bed", None)
+    rejection = Rejection(topic, reason, detail, payload[:REJECTED_PAYLOAD_BYTES], ward, bed)
+    return Outcome(decoded, rejection, [])
 
 
 def _feed_artefact(evaluator: Evaluator, rejection: Rejection) -> list[AlertEventPayload]:

@@ -26,6 +26,7 @@ __all__ = [
     "Priority",
     "ReadingPayload",
     "RejectionPayload",
+    "Seq",
     "StatusAlert",
     "StatusValue",
     "WaveformPayload",
@@ -36,6 +37,8 @@ __all__ = [
 #: A JSON number, never a string or a boolean. NaN/Infinity parse, so that the codec can
 #: reject them as ``non_finite`` rather than as a schema error.
 Number = Annotated[float, Strict()]
+#: A device's message number: fits a signed 64-bit integer, as on the devices that send it.
+Seq = Annotated[int, Strict(), Field(ge=0, le=2**63 - 1)]
 #: Epoch seconds, or ISO 8601 with an explicit offset.
 WireTime = Number | AwareDatetime
 
@@ -59,7 +62,7 @@ class ReadingPayload(BaseModel):
     ts: WireTime
     values: dict[str, Number] = Field(min_length=1)
     device: _Ident | None = None
-    seq: Annotated[int, Strict(), Field(ge=0)] | None = None
+    seq: Seq | None = None
     units: dict[str, str] | None = None
 
 
@@ -70,7 +73,7 @@ class WaveformPayload(BaseModel):
     t0: WireTime
     fs: Annotated[Number, Field(gt=0)]
     unit: str = "mmHg"
-    seq: Annotated[int, Strict(), Field(ge=0)] | None = None
+    seq: Seq | None = None
     device: _Ident | None = None
     samples: list[Number] = Field(min_length=1)
 

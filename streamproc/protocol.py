@@ -114,6 +114,8 @@ class SustainedSpec(RuleSpec):
     signal: str
     low: float | None = None
     high: float | None = None
+    #: the target is "> low": ``low`` itself is a breach too
+    low_inclusive: bool = False
     clear_margin: Annotated[float, Field(ge=0)] = 0.0
     onset_s: Seconds
     clear_s: Seconds
@@ -206,7 +208,7 @@ class ArtefactSpec(RuleSpec):
     """Artefacts are more than ``dominant_fraction`` of the bed's readings in ``window_s``."""
 
     kind: AlertKind = "technical"
-    window_s: PositiveSeconds
+    window_s: Annotated[float, Field(ge=1)]  # counted in whole-second buckets: at least one
     dominant_fraction: Annotated[float, Field(gt=0, lt=1)]
     min_artefacts: Annotated[int, Field(ge=1)]
 

@@ -134,6 +134,7 @@ def raise_alert(
         message=message,
         onset=found.onset,
         at=at,
+        clock=bed.clock,
         observed=found.observed,
         target=found.target,
     )
@@ -159,6 +160,8 @@ class SustainedRule(ReadingRule):
         self.signal = spec.signal
         self.triggers = frozenset({spec.signal})
         self.low = -_INF if spec.low is None else spec.low
+        if spec.low_inclusive:  # "> low": the next float up is the lowest value in target
+            self.low = math.nextafter(self.low, _INF)
         self.high = _INF if spec.high is None else spec.high
         self.clear_low = self.low + spec.clear_margin
         self.clear_high = self.high - spec.clear_margin
@@ -346,6 +349,8 @@ class SkinColdRule(ReadingRule):
         if "skin_temp" not in bed.latest:
             return False, True
         spec, margin = self.spec, self.spec.clear_margin
+        if ts - bed.latest["skin_temp"][1] > spec.reference_max_age_s:
+            return False, False  # a stale skin temperature (probe off) is no evidence
         gradients = self._gradients(bed, ts)
         if not gradients:
             skin = bed.latest["skin_temp"][0]

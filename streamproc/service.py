@@ -507,10 +507,17 @@ def open_service(
 def _evaluator(settings: Settings, checkpoints: CheckpointStore) -> Evaluator:
     protocols = {p.name: p for p in map(load_protocol, settings.protocol_files)}
     snapshot = checkpoints.load()
-    if snapshot is not None:
-        return Evaluator.restore(snapshot, protocols=protocols, future_skew=settings.future_skew)
+    default, skew, max_beds = settings.protocol, settings.future_skew, settings.max_beds
+    if snapshot is not None:  # the configured default protocol wins over the snapshot's
+        return Evaluator.restore(
+            snapshot,
+            protocols=protocols,
+            default_protocol=default,
+            future_skew=skew,
+            max_beds=max_beds,
+        )
     return Evaluator(
-        default_protocol=settings.protocol, protocols=protocols, future_skew=settings.future_skew
+        default_protocol=default, protocols=protocols, future_skew=skew, max_beds=max_beds
     )
 
 

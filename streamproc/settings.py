@@ -32,6 +32,7 @@ from pydantic_settings import (
 
 from streamproc.codec import DEFAULT_MAX_PAYLOAD
 from streamproc.errors import ConfigError
+from streamproc.evaluator import DEFAULT_MAX_BEDS
 
 __all__ = [
     "ENV_PREFIX",
@@ -93,6 +94,11 @@ class Settings(BaseSettings):
     )
     future_skew: float = Field(
         5.0, ge=0, description="seconds a reading may be ahead of the clock (future)"
+    )
+    max_beds: int = Field(
+        DEFAULT_MAX_BEDS,
+        ge=1,
+        description="beds evaluated at once; a message for one more bed is rejected (topic)",
     )
     session_expiry: int = Field(
         3600, ge=0, description="seconds the broker keeps our session and readings while down"

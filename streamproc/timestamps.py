@@ -24,9 +24,15 @@ def to_epoch(value: float | datetime) -> float:
 def format_ts(epoch: float) -> str:
     """``2026-11-25T12:00:00.250Z`` for an epoch time: UTC, milliseconds, ``Z``.
 
+    Never raises: a time no calendar can show (the codec keeps such times out, see
+    ``presets/wire/limits.toml``) is written as its number.
+
     Cached: alert events repeat their onset, and replays of charted data repeat the same
     minutes across thousands of beds; a hit costs a tenth of a formatting.
     """
-    millis = round(epoch * 1000)
-    whole = datetime.fromtimestamp(millis // 1000, tz=UTC)
+    try:
+        millis = round(epoch * 1000)
+        whole = datetime.fromtimestamp(millis // 1000, tz=UTC)
+    except (ValueError, OverflowError, OSError):  # NaN, ±inf, or a year outside 1–9999
+        return repr(epoch)
     return f"{whole:%Y-%m-%dT%H:%M:%S}.{millis % 1000:03d}Z"

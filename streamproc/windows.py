@@ -11,6 +11,7 @@ signal is in order on its own); the trackers clamp such a step to "no time passe
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from functools import cache
 from math import floor
@@ -298,38 +299,51 @@ class DedupWindow:
     Bounded memory (one integer of ``width`` bits per device). A number more than ``width``
     below the newest is taken as a device restart (sequence reset), not as a duplicate: an
     old redelivered message is still caught by the evaluator's ``late`` check on its time.
+    A number already seen but carrying a time newer than any of the device's (``restarted``)
+    is a restart too: a monitor reboots and counts from 1 again, with new readings.
     """
 
-    __slots__ = ("full", "mask", "newest", "width")
+    __slots__ = ("full", "mask", "newest", "newest_ts", "width")
 
     def __init__(self, width: int) -> None:
         self.width = width
         self.full = _all_ones(width)
         self.newest = -1
         self.mask = 0  # bit i set ⇔ newest − i was seen
+        self.newest_ts = -math.inf  # the newest event time recorded
 
     def seen(self, seq: int) -> bool:
         """Whether ``seq`` was already accepted (does not record it)."""
         behind = self.newest - seq
         return 0 <= behind < self.width and bool(self.mask >> behind & 1)
 
-    def record(self, seq: int) -> None:
+    def restarted(self, ts: float) -> bool:
+        """Whether a seen number at event time ``ts`` is the device counting afresh."""
+        return ts > self.newest_ts
+
+    def record(self, seq: int, ts: float) -> None:
+        self.newest_ts = max(self.newest_ts, ts)
         behind = self.newest - seq
-        if behind < 0:
+        if behind <= -self.width:  # far ahead: nothing seen is within the window any more
+            self.newest, self.mask = seq, 1
+        elif behind < 0:
             self.mask = ((self.mask << -behind) | 1) & self.full
             self.newest = seq
-        elif behind < self.width:
+        elif behind < self.width and not self.mask >> behind & 1:
             self.mask |= 1 << behind
-        else:  # far behind: the device restarted its numbering
+        else:  # far behind, or seen again with a newer time: the device restarted its numbering
             self.newest, self.mask = seq, 1
 
     def snapshot(self) -> list[Any]:
-        return [self.width, self.newest, format(self.mask, "x")]
+        newest_ts = None if self.newest_ts == -math.inf else self.newest_ts  # plain JSON
+        return [self.width, self.newest, format(self.mask, "x"), newest_ts]
 
     @classmethod
     def restore(cls, data: list[Any]) -> DedupWindow:
         window = cls(data[0])
         window.newest, window.mask = data[1], int(data[2], 16)
+        if len(data) > 3 and data[3] is not None:  # absent in older snapshots
+            window.newest_ts = data[3]
         return window
 
 

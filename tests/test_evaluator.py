@@ -64,7 +64,9 @@ def test_duplicate_device_seq() -> None:
     evaluator.feed(Reading(WARD, BED, T0 + 2, {"map": 70.0}, device="mon-1", seq=8))
     # an out-of-order sequence number inside the window, with a new time, is new
     evaluator.feed(Reading(WARD, BED, T0 + 3, {"skin_temp": 33.0}, device="mon-1", seq=5))
-    assert _reason(evaluator, Reading(WARD, BED, T0 + 4, {"cvp": 8.0}, device="mon-1", seq=5)) == (
+    # seq 5 again at a time not newer than the device's newest: a redelivery (the same
+    # number at a newer time would be the device restarting its numbering, H2)
+    assert _reason(evaluator, Reading(WARD, BED, T0 + 3, {"cvp": 8.0}, device="mon-1", seq=5)) == (
         "duplicate"
     )
 

@@ -144,7 +144,9 @@ def _bad_messages(t: float) -> dict[str, tuple[str, bytes]]:
         ),
         "late": (f"{BASE}/vitals", _vitals(t - 10, map=60.0)),
         "future": (f"{BASE}/vitals", _vitals(now() + 120, map=60.0)),
-        "duplicate": (f"{BASE}/vitals", _vitals(t + 4, seq=1, map=60.0)),
+        # a redelivery of the first reading: its seq at its own time (seq 1 at a newer time
+        # would be the monitor restarting its numbering, not a duplicate)
+        "duplicate": (f"{BASE}/vitals", _vitals(t, seq=1, map=60.0)),
         "too_large": (f"{BASE}/vitals", b'{"pad": "' + b"x" * 4096 + b'"}'),
         "topic": (f"{BASE}/vitals", _json({"ts": t + 5, "samples": [80.0], "values": {"map": 60}})),
     }

@@ -64,10 +64,10 @@ def test_dedup_window() -> None:
     window = DedupWindow(8)
     for seq in (1, 2, 5):
         assert not window.seen(seq)
-        window.record(seq)
+        window.record(seq, 0.0)
     assert window.seen(2)
     assert not window.seen(3)
-    window.record(20)  # 5 is now 15 behind: outside the 8-wide window, forgotten
+    window.record(20, 1.0)  # 5 is now 15 behind: outside the 8-wide window, forgotten
     assert not window.seen(5)
     assert window.seen(20)
     restored = DedupWindow.restore(json.loads(json.dumps(window.snapshot())))
