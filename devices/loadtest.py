@@ -35,14 +35,13 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from devices.bedside import encode_json
 from devices.listener import AlertRecord, echo_topic, listen
 from devices.physiology import LoadParams, physiology
 from devices.publisher import Pipeline, connect
 from devices.simulate import Timeline, bed_names
 from streamproc.errors import BrokerError
+from streamproc.percentiles import percentile
 from streamproc.timestamps import format_ts
 
 __all__ = ["Expected", "LoadConfig", "LoadPlan", "format_table", "run_loadtest"]
@@ -416,9 +415,12 @@ def _echo_latencies(records: Sequence[AlertRecord], stamps: dict[Any, float]) ->
 def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p99": None, "p99_9": None, "max": None}
-    arr = np.asarray(values)
-    p50, p99, p999 = np.percentile(arr, [50.0, 99.0, 99.9])
-    return {"p50": float(p50), "p99": float(p99), "p99_9": float(p999), "max": float(arr.max())}
+    return {
+        "p50": percentile(values, 50),
+        "p99": percentile(values, 99),
+        "p99_9": percentile(values, 99.9),
+        "max": max(values),
+    }
 
 
 def _report(

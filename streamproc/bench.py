@@ -34,6 +34,7 @@ from streamproc.codec import decode
 from streamproc.evaluator import Evaluator
 from streamproc.events import Reading
 from streamproc.ingest import ingest
+from streamproc.percentiles import percentile
 
 __all__ = ["Message", "PassResult", "run_bench", "synthetic_ward"]
 
@@ -151,10 +152,6 @@ def _latencies(
     return samples
 
 
-def _percentile(sorted_ns: Sequence[int], q: float) -> float:
-    return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1000.0
-
-
 def _best_throughput(
     ward: Sequence[Sequence[Message]],
     make: Callable[[], tuple[Step, Callable[[float], int]]],
@@ -179,9 +176,9 @@ def _measure(
     elapsed, alerts = _best_throughput(ward, make, repeat)
     step, tick = make()
     gc.collect()
-    samples = sorted(_latencies(ward, step, tick))
+    micros = [ns / 1000.0 for ns in _latencies(ward, step, tick)]
     return PassResult(
-        name, readings, elapsed, alerts, _percentile(samples, 0.5), _percentile(samples, 0.99)
+        name, readings, elapsed, alerts, percentile(micros, 50), percentile(micros, 99)
     )
 
 

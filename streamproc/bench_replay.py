@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from streamproc.evaluator import Evaluator
 from streamproc.events import WaveformChunk
+from streamproc.percentiles import percentile
 from streamproc.waveform import WaveformState
 
 __all__ = ["configure_parser", "synthetic_abp", "waveform_rates"]
@@ -71,7 +72,7 @@ def _timed(
         t0 = time.perf_counter_ns()
         step(i, chunk)
         latencies.append((time.perf_counter_ns() - t0) / 1000)
-    return best, sorted(latencies)
+    return best, latencies
 
 
 def _derive(*, chunk_s: float) -> Callable[[int, npt.NDArray[np.float64]], None]:
@@ -105,7 +106,7 @@ def waveform_rates(seconds: int) -> list[str]:
         lines.append(
             f"  {chunk_s:>3} s chunks: {rate / 1e6:6.2f} M samples/s "
             f"(baseline numpy.mean {baseline / 1e6:6.1f} M/s, ratio {rate / baseline:.2f}); "
-            f"per chunk p50 {lat[len(lat) // 2]:.1f} µs, p99 {lat[int(len(lat) * 0.99)]:.1f} µs"
+            f"per chunk p50 {percentile(lat, 50):.1f} µs, p99 {percentile(lat, 99):.1f} µs"
         )
     lines.append(_through_evaluator(samples))
     return lines

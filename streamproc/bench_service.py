@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import multiprocessing
 import os
 import sys
@@ -36,6 +35,7 @@ from prometheus_client import CollectorRegistry
 
 from streamproc.broker import LocalBroker
 from streamproc.mqtt import count_messages, create_session, open_publisher
+from streamproc.percentiles import percentile
 from streamproc.service import Service, open_service, serve
 from streamproc.settings import load_settings
 
@@ -63,15 +63,6 @@ class BenchResult:
     @property
     def ratio(self) -> float:
         return self.service_rate / self.baseline_rate if self.baseline_rate else 0.0
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """The ``q``-th percentile (0–100), nearest rank."""
-    if not samples:
-        return float("nan")
-    ordered = sorted(samples)
-    rank = math.ceil(q / 100 * len(ordered))  # 1-based: the smallest rank covering q %
-    return ordered[max(0, min(len(ordered), rank) - 1)]
 
 
 def _backlog(count: int, beds: int, start: float) -> Iterator[tuple[str, bytes]]:

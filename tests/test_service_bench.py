@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamproc.bench_service import percentile, report, run_bench
+from streamproc.bench_service import report, run_bench
+from streamproc.percentiles import percentile
 
 
 def test_percentile_nearest_rank() -> None:
