@@ -16,7 +16,6 @@ from typing import Any, Final
 import numpy as np
 
 from streamproc.errors import ConfigError
-from streamproc.protocol import band_at, map_floor
 from streamproc.report import AlertSpan, BedTrace, ProtocolRun, alert_spans, report_settings
 
 __all__ = ["plot_bed", "plot_beds"]
@@ -74,8 +73,8 @@ def _trace_with_gaps(
 
 def _map_panel(ax: Any, trace: BedTrace, run: ProtocolRun, hold: float) -> None:
     """The MAP trace over the protocol's band and floor, with the artefact spans."""
-    band = band_at(run.protocol, trace.context, trace.first or 0.0)
-    floor = map_floor(run.protocol)
+    band = run.protocol.band_at(trace.context, trace.first or 0.0, None)
+    floor = run.protocol.floor
     label = f"target band {band.low:g}–{band.high:g} mmHg"
     ax.axhspan(band.low, band.high, color=_BAND_COLOUR, alpha=0.15, lw=0, label=label)
     ax.axhline(floor, color=_FLOOR_COLOUR, ls="--", lw=1.2, label=f"safety floor {floor:g} mmHg")

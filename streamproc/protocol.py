@@ -48,9 +48,7 @@ __all__ = [
     "SustainedSpec",
     "TrialHintSpec",
     "UpdateSpec",
-    "band_at",
     "load_protocol",
-    "map_floor",
     "preset_names",
 ]
 
@@ -321,18 +319,6 @@ class Protocol(BaseModel):
         if until is None or trial_start is None:
             return False
         return trial_start <= ts < min(until, trial_start + self.trial.max_duration_s)
-
-
-def map_floor(protocol: Protocol) -> float:
-    """The MAP safety floor of ``protocol`` in mmHg (for time-in-band reports)."""
-    return protocol.floor
-
-
-def band_at(
-    protocol: Protocol, context: BedContext | None, ts: float, trial_start: float | None = None
-) -> Band:
-    """The MAP band in force at event time ``ts`` (for time-in-band reports)."""
-    return protocol.band_at(context, ts, trial_start)
 
 
 def _error_text(exc: ValidationError, where: str) -> str:

@@ -38,7 +38,7 @@ from streamproc.events import (
 )
 from streamproc.ingest import Outcome
 from streamproc.models import AlertEventPayload
-from streamproc.protocol import Protocol, band_at, map_floor
+from streamproc.protocol import Protocol
 from streamproc.timestamps import format_ts
 from streamproc.waveform import WaveformState, derive_events
 
@@ -202,8 +202,8 @@ def map_time(trace: BedTrace, protocol: Protocol, *, hold: float) -> dict[str, f
     ts = np.asarray(trace.ts)
     values = np.asarray(trace.map)
     held = _durations(ts, trace.last, hold)
-    band = band_at(protocol, trace.context, float(ts[0]))
-    floor = map_floor(protocol)
+    band = protocol.band_at(trace.context, float(ts[0]), None)
+    floor = protocol.floor
     artefact = np.isnan(values)
     out["artefact"] = float(held[artefact].sum())
     ok = ~artefact
@@ -290,10 +290,10 @@ def summarise(trace: BedTrace, run: ProtocolRun) -> dict[str, Any]:
     by_rule: dict[str, dict[str, int]] = defaultdict(dict)
     for (rule, priority), n in sorted(Counter((a.rule, a.priority) for a in raised).items()):
         by_rule[rule][priority] = n
-    band = band_at(protocol, trace.context, trace.first or 0.0)
+    band = protocol.band_at(trace.context, trace.first or 0.0, None)
     return {
         "protocol": protocol.name,
-        "floor": map_floor(protocol),
+        "floor": protocol.floor,
         "band": {"low": band.low, "high": band.high},
         "map_time_s": map_time(trace, protocol, hold=hold),
         "target_missed_s": {

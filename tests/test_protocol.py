@@ -9,7 +9,7 @@ import pytest
 from streamproc.cli import main
 from streamproc.errors import ProtocolError
 from streamproc.events import BedContext
-from streamproc.protocol import band_at, load_protocol, map_floor, preset_names
+from streamproc.protocol import load_protocol, preset_names
 
 PRESETS = Path(__file__).parents[1] / "streamproc" / "presets"
 
@@ -102,14 +102,14 @@ def test_every_number_in_a_preset_cites_its_source(name: str) -> None:
 def test_band_in_force_for_a_context() -> None:
     p = load_protocol("tartare2s-ttp")
     t = 1_000_000.0
-    assert map_floor(p) == 50.0
-    assert band_at(p, None, t).low == 50.0
-    assert band_at(p, BedContext(chronic_hypertension=True), t).low == 65.0
+    assert p.floor == 50.0
+    assert p.band_at(None, t, None).low == 50.0
+    assert p.band_at(BedContext(chronic_hypertension=True), t, None).low == 65.0
     trial = BedContext(chronic_hypertension=True, map_trial_until=t + 3 * 3600)
-    assert band_at(p, trial, t + 10, trial_start=t).low == 75.0
-    assert band_at(p, trial, t + 7199, trial_start=t).low == 75.0
-    assert band_at(p, trial, t + 7200, trial_start=t).low == 65.0  # 2 h: over by itself
-    assert band_at(p, trial, t - 1, trial_start=t).low == 65.0
+    assert p.band_at(trial, t + 10, t).low == 75.0
+    assert p.band_at(trial, t + 7199, t).low == 75.0
+    assert p.band_at(trial, t + 7200, t).low == 65.0  # 2 h: over by itself
+    assert p.band_at(trial, t - 1, t).low == 65.0
 
 
 def _write(tmp_path: Path, text: str) -> Path:
